@@ -1,0 +1,16 @@
+# The two set-up commands of the README: `make demo` and `make test`.
+PY := .venv/bin/python
+CLI := .venv/bin/cifarbench
+export NO_ALBUMENTATIONS_UPDATE := 1
+export WANDB_MODE ?= offline
+
+.PHONY: setup demo test
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	$(CLI) fit -c bench/configs/smoke.yaml --output.dir demo-results
+
+test: setup
+	$(PY) -m pytest tests

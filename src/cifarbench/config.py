@@ -1,0 +1,124 @@
+"""The whole run configuration: every hyper-parameter and knob with its default, in one place.
+
+Defaults are the seed project's recipe (CustomResNet, batch 512, 24 epochs, Adam + OneCycle peaking at
+epoch 5, target 93%). The CLI exposes each field as ``--section.field`` and reads YAML files of the same
+shape (jsonargparse, as LightningCLI does), so ``cifarbench fit --print-config`` prints a valid config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Optional
+
+PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true")
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+
+
+@dataclass
+class ModelConfig:
+    width: int = 64  # prep-layer channels; 64 is the seed's network (6,573,120 params)
+    dropout: float = 0.0
+
+
+@dataclass
+class OptimConfig:
+    optimizer: Literal["adam", "sgd"] = "adam"
+    max_lr: float = 0.02  # OneCycle peak; `cifarbench lr-find` suggests one for your setup
+    weight_decay: Optional[float] = None  # None: 1e-4 for Adam, 5e-4 for SGD (the seed's values)
+    momentum: float = 0.9  # SGD only
+    nesterov: bool = False  # SGD only
+    label_smoothing: float = 0.0
+    pct_start: float = 5 / 24  # peak at epoch 5 of 24, as in the seed
+    div_factor: float = 2000.0  # initial lr = max_lr / div_factor
+    final_div_factor: float = 1.0  # final lr = initial lr / final_div_factor
+    anneal_strategy: Literal["linear", "cos"] = "linear"
+
+    def resolved_weight_decay(self) -> float:
+        if self.weight_decay is not None:
+            return self.weight_decay
+        return 1e-4 if self.optimizer == "adam" else 5e-4
+
+
+@dataclass
+class DataConfig:
+    source: Literal["torchvision", "folder", "synthetic"] = "torchvision"
+    # torchvision: download/cache directory; folder: a directory or .tar.gz of train/<class>/*.jpg + test/<class>/*.jpg
+    root: str = "~/.cache/cifarbench/cifar10"
+    download: bool = True  # torchvision source only
+    path: Literal["albumentations"] = "albumentations"  # the input pipeline
+    batch_size: int = 512  # per device
+    num_workers: int = 4  # per device
+    val_size: int = 5000  # held out of the training set with split_seed (seed: 45,000 / 5,000)
+    split_seed: int = 42
+    train_subset: Optional[int] = None  # keep only this many training images, class-balanced (quick runs)
+    test_subset: Optional[int] = None
+    synthetic_train_size: int = 5000  # synthetic source only
+    synthetic_test_size: int = 1000
+    # augmentation (the seed's): pad-and-crop translate, horizontal flip, one square cutout
+    pad: int = 4
+    flip_prob: float = 0.5
+    cutout_size: int = 8
+    cutout_prob: float = 0.5
+
+    def train_images(self) -> int:
+        """Training images per epoch (all devices together), after subsetting and the val split."""
+        full = self.synthetic_train_size if self.source == "synthetic" else 50_000
+        return min(full, self.train_subset or full) - self.val_size
+
+
+@dataclass
+class DDPConfig:
+    """Options of torch DistributedDataParallel, used with strategy ddp or ddp_spawn."""
+
+    gradient_as_bucket_view: bool = False
+    static_graph: bool = False
+    bucket_cap_mb: int = 25
+    find_unused_parameters: bool = False
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"
+    devices: int = 1  # per node
+    num_nodes: int = 1
+    strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"
+    ddp: DDPConfig = field(default_factory=DDPConfig)
+    precision: Literal["32-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true"] = "32-true"
+    channels_last: bool = False
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
+    matmul_precision: Literal["highest", "high", "medium"] = "highest"
+    cudnn_benchmark: bool = False
+    sync_batchnorm: bool = False
+    epochs: int = 24
+    seed: int = 1
+    checkpoint: bool = True  # keep checkpoints/last.ckpt, written at every epoch end
+
+
+@dataclass
+class MeasureConfig:
+    target_accuracy: float = 0.93  # validation accuracy that stops the time-to-target clock
+    warmup_steps: int = 5  # first training steps (compile included) kept out of steady-state throughput
+
+
+@dataclass
+class OutputConfig:
+    dir: str = "results"  # each run writes <dir>/<run_id>/
+    run_id: Optional[str] = None  # None: <name>-<timestamp>, shared by every rank of the job
+    name: str = "cifarbench"
+    wandb: Literal["offline", "online", "disabled"] = "offline"
+    wandb_project: str = "cifarbench"
+    wandb_entity: Optional[str] = None
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    test: bool = True  # evaluate the test set after training
+
+    def to_dict(self) -> dict:
+        return asdict(self)

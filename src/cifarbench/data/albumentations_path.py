@@ -1,0 +1,91 @@
+"""The seed's data path: per-image albumentations transforms in DataLoader worker processes."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network check at import
+
+import albumentations as A
+import cv2
+import lightning as L
+import numpy as np
+import torch
+from albumentations.pytorch import ToTensorV2
+from torch.utils.data import DataLoader, Dataset
+
+from ..config import DataConfig
+from .augmentation import CIFAR_MEAN, CIFAR_STD, MEAN_PIXEL_U8
+from .sources import ImageSet, load_train_test, prepare_source, split_train_val
+
+
+def train_transform(cfg: DataConfig) -> A.Compose:
+    """Pad (reflect) and random-crop back to 32, flip, one square cutout, normalise.
+
+    Uses the albumentations 2.x argument names: 2.x silently ignores 1.x's ``max_holes``/``fill_value``.
+    """
+    size = 32 + 2 * cfg.pad
+    hole = (cfg.cutout_size, cfg.cutout_size)
+    return A.Compose([
+        A.PadIfNeeded(min_height=size, min_width=size, border_mode=cv2.BORDER_REFLECT_101),
+        A.RandomCrop(height=32, width=32),
+        A.HorizontalFlip(p=cfg.flip_prob),
+        A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=hole, hole_width_range=hole,
+                        fill=MEAN_PIXEL_U8, p=cfg.cutout_prob),
+        A.Normalize(mean=CIFAR_MEAN, std=CIFAR_STD, max_pixel_value=255.0),
+        ToTensorV2(),
+    ])
+
+
+def eval_transform() -> A.Compose:
+    return A.Compose([A.Normalize(mean=CIFAR_MEAN, std=CIFAR_STD, max_pixel_value=255.0), ToTensorV2()])
+
+
+class AugmentedImages(Dataset):
+    def __init__(self, images: ImageSet, transform: A.Compose):
+        self.images, self.transform = images, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.transform(image=self.images.images[i])["image"]
+        return image, torch.tensor(self.images.labels[i])
+
+
+class AlbumentationsDataModule(L.LightningDataModule):
+    """Train/val/test loaders; Lightning adds the DistributedSampler under DDP (per-device batches).
+
+    ``drop_last_train`` keeps every training batch the same shape (needed by torch.compile).
+    """
+
+    def __init__(self, cfg: DataConfig, drop_last_train: bool = True):
+        super().__init__()
+        self.cfg, self.drop_last_train = cfg, drop_last_train
+        self.train_set = self.val_set = self.test_set = None
+
+    def prepare_data(self) -> None:
+        prepare_source(self.cfg)  # downloads once (rank 0) when the source is torchvision
+
+    def setup(self, stage: str) -> None:
+        if self.train_set is not None:
+            return
+        train, test = load_train_test(self.cfg)
+        train, val = split_train_val(train, self.cfg.val_size, self.cfg.split_seed)
+        self.train_set = AugmentedImages(train, train_transform(self.cfg))
+        self.val_set = AugmentedImages(val, eval_transform())
+        self.test_set = AugmentedImages(test, eval_transform())
+
+    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        workers = self.cfg.num_workers
+        return DataLoader(dataset, batch_size=self.cfg.batch_size, shuffle=train, drop_last=train and self.drop_last_train,
+                          num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, train=False)

@@ -1,0 +1,19 @@
+"""Errors a user can act on: the CLI prints them as one line, with no traceback."""
+
+from __future__ import annotations
+
+
+class CifarbenchError(Exception):
+    """Base of every error whose message alone tells the user what to do."""
+
+
+class ConfigError(CifarbenchError):
+    """A config value that cannot work: names the field, the value and what is allowed."""
+
+    def __init__(self, field: str, value: object, allowed: str):
+        self.field, self.value, self.allowed = field, value, allowed
+        super().__init__(f"{field}={value!r}: {allowed}")
+
+
+class DataError(CifarbenchError):
+    """A data set that is missing or unreadable: names the path and how to get the data."""

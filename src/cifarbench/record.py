@@ -1,0 +1,77 @@
+"""The run record: one schema-versioned JSON file per run, the only thing the report reads.
+
+Written atomically (temporary file in the same directory, fsync, rename), so a reader sees either the
+previous record or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+SCHEMA_VERSION = 1
+RECORD_NAME = "record.json"
+STATUSES = ("running", "completed", "failed", "diverged", "not-reached")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; records are for everyone to read
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_record(run_dir: Path, record: dict[str, Any]) -> Path:
+    path = run_dir / RECORD_NAME
+    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=False, default=str) + "\n")
+    return path
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def time_to_target(tta: dict[str, Any], throughput: dict[str, Any]) -> dict[str, Any]:
+    """The four clocks: with/without validation x with/without warm-up (compile, autotuning, worker start).
+
+    Excluding warm-up subtracts the warm-up steps' overhead over the steady-state step time; the work those
+    steps did stays on the clock. Not reached: every clock is None.
+    """
+    overhead = throughput.get("warmup_overhead_seconds") or 0.0
+    seconds, excl_val = tta.get("seconds"), tta.get("seconds_excl_val")
+    return {
+        **tta,
+        "warmup_overhead_seconds": overhead,
+        "seconds_excl_warmup": None if seconds is None else max(seconds - overhead, 0.0),
+        "seconds_excl_val_excl_warmup": None if excl_val is None else max(excl_val - overhead, 0.0),
+    }
+
+
+def final_status(error: Optional[str], diverged: bool, reached: bool) -> str:
+    if error is not None:
+        return "failed"
+    if diverged:
+        return "diverged"
+    return "completed" if reached else "not-reached"

@@ -1,0 +1,159 @@
+"""One training run: config -> checks -> Lightning Trainer with the measurement callbacks -> run record."""
+
+from __future__ import annotations
+
+import os
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+import lightning as L
+import torch
+import yaml
+from lightning.fabric.utilities.rank_zero import _get_rank
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.strategies import DDPStrategy
+
+from .callbacks.data_wait import DataWait
+from .callbacks.environment import EnvironmentInfo
+from .callbacks.throughput import SteadyStateThroughput
+from .callbacks.time_to_accuracy import TimeToAccuracy
+from .checks import check_config
+from .config import RunConfig, TrainerConfig
+from .data.albumentations_path import AlbumentationsDataModule
+from .data.sources import prepare_source
+from .model import count_parameters, flops_per_image
+from .record import SCHEMA_VERSION, atomic_write_text, final_status, time_to_target, write_record
+from .training import CifarClassifier
+
+RUN_ID_VARIABLE = "CIFARBENCH_RUN_ID"  # inherited by the DDP worker processes Lightning launches
+
+
+def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
+    """Trains one configuration and returns the path of its run record (written by global rank 0)."""
+    check_config(cfg)
+    prepare_source(cfg.data)
+    run_id = resolve_run_id(cfg)
+    run_dir = Path(cfg.output.dir).expanduser() / run_id
+    started = _now()
+    if _get_rank() in (None, 0):
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        write_record(run_dir, _record(cfg, run_id, "running", started))
+
+    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    torch.set_float32_matmul_precision(cfg.trainer.matmul_precision)
+    module = CifarClassifier(cfg.model, cfg.optim, cfg.trainer.channels_last, cfg.trainer.compile)
+    datamodule = AlbumentationsDataModule(cfg.data, drop_last_train=True)
+    throughput = SteadyStateThroughput(cfg.measure.warmup_steps, flops_per_image(cfg.model.width, training=True),
+                                       precision=cfg.trainer.precision)
+    tta, data_wait, env = TimeToAccuracy(cfg.measure.target_accuracy), DataWait(), EnvironmentInfo()  # the config sits at the record's top level
+    loggers = build_loggers(cfg, run_id, run_dir)
+    trainer = build_trainer(cfg.trainer, run_dir, [throughput, tta, data_wait, env, RichProgressBar()], loggers,
+                            log_every_n_steps=min(50, train_steps_per_epoch(cfg)))
+
+    error, accuracy = None, {}
+    try:
+        trainer.fit(module, datamodule=datamodule)
+        accuracy = _accuracies(tta.curve, trainer)
+        if trainer.interrupted:
+            error = "interrupted (KeyboardInterrupt or SIGTERM) before the last epoch"
+        elif cfg.test:
+            accuracy["test"] = trainer.test(module, datamodule=datamodule, verbose=False)[0]["test/acc"]
+    except Exception as err:  # the record says what failed; the CLI turns it into one line and exit 1
+        error = f"{type(err).__name__}: {err}"
+        (run_dir / f"error-rank{trainer.global_rank}.log").write_text(traceback.format_exc())
+
+    record = _record(cfg, run_id, final_status(error, False, tta.reached is not None), started, error=error,
+                     environment=env.summary, throughput=throughput.summary,
+                     time_to_target=time_to_target(tta.summary, throughput.summary), data_wait=data_wait.summary,
+                     accuracy=accuracy, curve=tta.curve,
+                     model={"parameters": count_parameters(module.net),
+                            "forward_flops_per_image": flops_per_image(cfg.model.width),
+                            "train_flops_per_image": throughput.train_flops_per_image})
+    path = run_dir / "record.json"
+    if trainer.is_global_zero:
+        write_record(run_dir, record)
+        finish_wandb(loggers, record)
+    return path, record
+
+
+def resolve_run_id(cfg: RunConfig) -> str:
+    """The configured id, else the one the launching process chose (DDP workers), else a new one."""
+    run_id = cfg.output.run_id or os.environ.get(RUN_ID_VARIABLE)
+    if not run_id:
+        run_id = f"{cfg.output.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    os.environ[RUN_ID_VARIABLE] = run_id
+    return run_id
+
+
+def build_strategy(t: TrainerConfig) -> str | DDPStrategy:
+    if t.strategy == "auto":
+        return "auto"
+    return DDPStrategy(start_method="spawn" if t.strategy == "ddp_spawn" else "popen",
+                       gradient_as_bucket_view=t.ddp.gradient_as_bucket_view, static_graph=t.ddp.static_graph,
+                       bucket_cap_mb=t.ddp.bucket_cap_mb, find_unused_parameters=t.ddp.find_unused_parameters)
+
+
+def build_trainer(t: TrainerConfig, run_dir: Path, callbacks: list, loggers: list[Logger],
+                  log_every_n_steps: int = 50) -> L.Trainer:
+    if t.checkpoint:
+        callbacks = [*callbacks, ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)]
+    return L.Trainer(
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=build_strategy(t),
+        precision=t.precision, sync_batchnorm=t.sync_batchnorm, benchmark=t.cudnn_benchmark, max_epochs=t.epochs,
+        callbacks=callbacks, logger=loggers, enable_checkpointing=t.checkpoint, default_root_dir=run_dir,
+        num_sanity_val_steps=0,  # keeps validation out of the time before the first training step
+        log_every_n_steps=log_every_n_steps,
+    )
+
+
+def build_loggers(cfg: RunConfig, run_id: str, run_dir: Path) -> list[Logger]:
+    loggers: list[Logger] = [CSVLogger(run_dir, name="", version="")]
+    if cfg.output.wandb != "disabled":
+        loggers.append(WandbLogger(name=run_id, id=run_id, project=cfg.output.wandb_project, entity=cfg.output.wandb_entity,
+                                   save_dir=str(run_dir), offline=cfg.output.wandb == "offline", job_type="train",
+                                   config=cfg.to_dict()))
+    return loggers
+
+
+def finish_wandb(loggers: list[Logger], record: dict[str, Any]) -> None:
+    """Headline numbers into the W&B run summary, then close the run so its files are complete."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.summary.update({
+                "status": record["status"],
+                "time_to_target": record["time_to_target"].get("seconds"),
+                "time_to_target_excl_val": record["time_to_target"].get("seconds_excl_val"),
+                "images_per_sec": record["throughput"].get("images_per_sec"),
+                "best_val_acc": record["accuracy"].get("best_val"),
+                "test_acc": record["accuracy"].get("test"),
+                "data_stall_fraction": record["data_wait"].get("stall_fraction"),
+                "mfu": record["throughput"].get("mfu"),
+            })
+            logger.experiment.finish()
+
+
+def train_steps_per_epoch(cfg: RunConfig) -> int:
+    world = cfg.trainer.devices * cfg.trainer.num_nodes
+    return max(cfg.data.train_images() // world // cfg.data.batch_size, 1)
+
+
+def _accuracies(curve: list[dict], trainer: L.Trainer) -> dict[str, Optional[float]]:
+    """Read right after fit: ``trainer.test`` replaces the callback metrics."""
+    train_acc = trainer.callback_metrics.get("train/acc_epoch")
+    return {"best_val": max((p["val_acc"] for p in curve), default=None),
+            "final_val": curve[-1]["val_acc"] if curve else None,
+            "final_train": float(train_acc) if train_acc is not None else None,
+            "test": None, "epochs_completed": trainer.current_epoch}
+
+
+def _record(cfg: RunConfig, run_id: str, status: str, started: str, **parts: Any) -> dict[str, Any]:
+    return {"schema_version": SCHEMA_VERSION, "run_id": run_id, "status": status, "error": parts.pop("error", None),
+            "started_at": started, "finished_at": None if status == "running" else _now(),
+            "config": cfg.to_dict(), **parts}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
