@@ -87,6 +87,9 @@ def check_machine(t: TrainerConfig) -> None:
         if t.precision == "16-true":
             raise ConfigError("trainer.precision", t.precision, "the CPU has no fast fp16 kernels (a matmul runs ~200x "
                               "slower than bf16 here); on CPU use bf16-true, bf16-mixed or 32-true")
+        if t.sync_batchnorm:
+            raise ConfigError("trainer.sync_batchnorm", t.sync_batchnorm, "torch's SyncBatchNorm runs only on CUDA "
+                              "devices; on CPU use sync_batchnorm=false")
         if t.compile in ("reduce-overhead", "max-autotune"):
             raise ConfigError("trainer.compile", t.compile, "this mode needs CUDA (CUDA graphs / GPU kernel autotuning); "
                               "on CPU use compile=default or off")

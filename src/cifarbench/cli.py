@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import sys
 from dataclasses import fields
 
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
         path, record = fit(cfg)
     except ArgumentError as err:
-        return _fail(" ".join(str(err).split()))
+        return _fail(explain_argument_error(str(err), build_parser()))
     except CifarbenchError as err:
         return _fail(str(err))
     from lightning.fabric.utilities.rank_zero import _get_rank
@@ -54,6 +56,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cifarbench: run failed: {record['error']}", file=sys.stderr)
     print(path, flush=True)
     return 1 if record["status"] in ("failed", "diverged") else 0
+
+
+def explain_argument_error(message: str, parser: ArgumentParser) -> str:
+    """jsonargparse's multi-line message as one line: field, value, what is allowed, closest known name."""
+    message = " ".join(message.split())
+    unknown = re.search(r"(?:does not accept option|unrecognized arguments:) '?-*([\w.\-]+)", message)
+    if unknown:
+        name = unknown.group(1)
+        keys = sorted({key for action in _fit_parser(parser)._actions for key in [action.dest] if "." in key or key == "test"})
+        close = difflib.get_close_matches(name, keys, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else "see `cifarbench fit --help` for the fields"
+        return f"{name}: unknown config field; {hint}"
+    typed = re.match(r'Parser key "([^"]+)": Expected a (.+?)\. Got value: (.+)$', message)
+    if typed:
+        key, expected, value = typed.groups()
+        literal = re.match(r"typing\.Literal\[(.*)\]", expected)
+        allowed = "one of " + literal.group(1).replace("'", "") if literal else re.sub(r"<class '(\w+)'>", r"\1", expected)
+        return f"{key}={value.strip(chr(34))!r}: expected {allowed}"
+    return message
+
+
+def _fit_parser(parser: ArgumentParser) -> ArgumentParser:
+    return parser._subcommands_action._name_parser_map["fit"]
 
 
 def _fail(message: str) -> int:

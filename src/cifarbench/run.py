@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import traceback
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
@@ -29,6 +30,8 @@ from .record import SCHEMA_VERSION, atomic_write_text, final_status, time_to_tar
 from .training import CifarClassifier
 
 RUN_ID_VARIABLE = "CIFARBENCH_RUN_ID"  # inherited by the DDP worker processes Lightning launches
+# The module's on_after_batch_transfer (channels_last) is meant to win over the datamodule's.
+warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer`")
 
 
 def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
@@ -110,7 +113,7 @@ def build_trainer(t: TrainerConfig, run_dir: Path, callbacks: list, loggers: lis
 
 
 def build_loggers(cfg: RunConfig, run_id: str, run_dir: Path) -> list[Logger]:
-    loggers: list[Logger] = [CSVLogger(run_dir, name="", version="")]
+    loggers: list[Logger] = [CSVLogger(run_dir, name="", version="logs")]  # run_dir/logs/metrics.csv
     if cfg.output.wandb != "disabled":
         loggers.append(WandbLogger(name=run_id, id=run_id, project=cfg.output.wandb_project, entity=cfg.output.wandb_entity,
                                    save_dir=str(run_dir), offline=cfg.output.wandb == "offline", job_type="train",

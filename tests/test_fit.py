@@ -1,0 +1,90 @@
+"""`cifarbench fit` end to end: the smoke config, real CIFAR-10 images, and what the record holds."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cifarbench.record import read_record
+from cifarbench.run import fit
+from conftest import CLI, last_line, run_cli, tiny_config
+
+
+def test_smoke_config_trains_measures_and_prints_the_record_path_last(tmp_path):
+    result = run_cli("fit", "-c", "bench/configs/smoke.yaml", "--output.dir", str(tmp_path), timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:]
+    record_path = Path(last_line(result))
+    assert record_path.is_file() and record_path.parent.parent == tmp_path
+    record = read_record(record_path)
+    assert record["schema_version"] == 1 and record["status"] == "completed" and record["error"] is None
+
+    tta, tp, wait = record["time_to_target"], record["throughput"], record["data_wait"]
+    last = record["curve"][-1]
+    assert len(record["curve"]) == 4 and tta["reached"] and tta["target"] == 0.5
+    assert 0 < tta["seconds_excl_val"] < tta["seconds"] <= last["seconds"]
+    assert 0 <= tta["seconds_excl_val_excl_warmup"] <= tta["seconds_excl_val"]
+    assert 100 < tp["images_per_sec"] < 100_000 and tp["steady_steps"] == 4 * (3000 // 128) - 3
+    assert tp["steady_images"] == tp["steady_steps"] * 128
+    assert 0 < tp["mfu"] < 1 and tp["peak_flops_source"].startswith("cpu matmul probe")
+    assert 0 <= wait["stall_fraction"] < 0.5 and wait["steps"] == 4 * (3000 // 128)
+    assert record["accuracy"]["best_val"] >= 0.5 and record["accuracy"]["test"] > 0.3
+    env = record["environment"]
+    assert env["world_size"] == 1 and env["versions"]["lightning"] and env["cpu"]["logical_cores"] >= 1
+    assert env["git"]["commit"] and len(env["git"]["commit"]) == 40
+    assert yaml.safe_load((record_path.parent / "config.yaml").read_text()) == record["config"]
+    assert (record_path.parent / "checkpoints" / "last.ckpt").is_file()
+
+    # the W&B offline run holds the config and the headline numbers
+    wandb_dir = next((record_path.parent / "wandb").glob("offline-run-*"))
+    inspected = subprocess.run([str(Path(CLI).parent / "wandb"), "leet", "inspect", "--summary",
+                                "--json", str(wandb_dir)], capture_output=True, text=True, timeout=120, check=True)
+    summary = json.loads(inspected.stdout)
+    numbers = json.dumps(summary)
+    for key in ("time_to_target", "images_per_sec", "best_val_acc", "data_stall_fraction", "mfu"):
+        assert f'"{key}"' in numbers
+    assert summary["config"]["trainer"]["precision"] == "bf16-mixed"
+
+
+def test_real_cifar10_images_train_well_above_chance(tmp_path, cifar_tarball):
+    cfg = tiny_config(tmp_path, model={"width": 32},
+                      data={"source": "folder", "root": str(cifar_tarball), "train_subset": 5000, "val_size": 1000,
+                            "test_subset": 1000, "batch_size": 100, "num_workers": 1},
+                      trainer={"precision": "bf16-mixed", "channels_last": True, "epochs": 3},
+                      optim={"max_lr": 0.01})
+    path, record = fit(cfg)
+    assert record["status"] == "completed"
+    assert record["accuracy"]["best_val"] > 0.3 and record["accuracy"]["test"] > 0.3  # chance is 0.1
+
+
+def test_unreached_target_is_recorded_as_not_reached_with_no_time(tmp_path):
+    path, record = fit(tiny_config(tmp_path, measure={"target_accuracy": 0.999, "warmup_steps": 2}))
+    assert record["status"] == "not-reached" and read_record(path)["status"] == "not-reached"
+    assert record["time_to_target"]["seconds"] is None and record["time_to_target"]["seconds_excl_warmup"] is None
+    assert len(record["curve"]) == 2
+
+
+def test_a_run_that_crashes_is_recorded_as_failed(tmp_path):
+    corrupt = tmp_path / "data"
+    for split in ("train", "test"):
+        (corrupt / split / "cat").mkdir(parents=True)
+        (corrupt / split / "cat" / "0.jpg").write_bytes(b"not a jpeg")
+    result = run_cli("fit", "-c", "bench/configs/smoke.yaml", "--data.source", "folder", "--data.root", str(corrupt),
+                     "--data.val_size", "1", "--data.batch_size", "1", "--output.dir", str(tmp_path / "out"),
+                     "--output.wandb", "disabled")
+    assert result.returncode == 1
+    record = read_record(Path(last_line(result)))
+    assert record["status"] == "failed" and "cannot decode train/cat/0.jpg" in record["error"]
+    assert "run failed: DataError" in result.stdout
+
+
+def test_print_config_prints_a_config_that_fit_accepts(tmp_path):
+    result = run_cli("fit", "-c", "bench/configs/smoke.yaml", "--trainer.epochs", "7", "--print-config")
+    assert result.returncode == 0
+    printed = yaml.safe_load(result.stdout)
+    assert printed["trainer"]["epochs"] == 7 and printed["data"]["source"] == "synthetic"
+    assert printed["data"]["batch_size"] == 128 and printed["measure"]["target_accuracy"] == 0.5
+    defaults = yaml.safe_load(run_cli("fit", "--print_config").stdout)
+    assert (defaults["data"]["batch_size"], defaults["trainer"]["epochs"], defaults["optim"]["optimizer"],
+            defaults["measure"]["target_accuracy"]) == (512, 24, "adam", 0.93)

@@ -1,0 +1,51 @@
+import json
+import os
+
+import pytest
+
+from cifarbench.record import atomic_write_text, final_status, read_record, time_to_target, write_record
+
+
+def test_record_is_written_atomically_and_readable_by_others(tmp_path):
+    path = write_record(tmp_path, {"schema_version": 1, "status": "running"})
+    write_record(tmp_path, {"schema_version": 1, "status": "completed"})
+    assert read_record(path)["status"] == "completed"
+    assert [p.name for p in tmp_path.iterdir()] == ["record.json"]  # no temporary file left behind
+    assert oct(path.stat().st_mode & 0o444) == oct(0o444 & ~_umask())
+
+
+def test_a_failed_write_keeps_the_previous_file(tmp_path):
+    path = tmp_path / "record.json"
+    atomic_write_text(path, json.dumps({"status": "running"}))
+
+    class Unserialisable:
+        def __str__(self):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write_text(path, str(Unserialisable()))
+    assert json.loads(path.read_text()) == {"status": "running"}
+    assert [p.name for p in tmp_path.iterdir()] == ["record.json"]
+
+
+def test_time_to_target_clocks():
+    tta = {"target": 0.9, "reached": True, "seconds": 100.0, "seconds_excl_val": 80.0}
+    out = time_to_target(tta, {"warmup_overhead_seconds": 30.0})
+    assert (out["seconds_excl_warmup"], out["seconds_excl_val_excl_warmup"]) == (70.0, 50.0)
+    missed = time_to_target({"target": 0.9, "reached": False, "seconds": None, "seconds_excl_val": None},
+                            {"warmup_overhead_seconds": 30.0})
+    assert missed["seconds_excl_warmup"] is None and missed["seconds_excl_val_excl_warmup"] is None
+
+
+@pytest.mark.parametrize("error, diverged, reached, status", [
+    ("boom", False, True, "failed"), (None, True, False, "diverged"),
+    (None, False, True, "completed"), (None, False, False, "not-reached"),
+])
+def test_status(error, diverged, reached, status):
+    assert final_status(error, diverged, reached) == status
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
