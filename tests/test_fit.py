@@ -88,3 +88,13 @@ def test_print_config_prints_a_config_that_fit_accepts(tmp_path):
     defaults = yaml.safe_load(run_cli("fit", "--print_config").stdout)
     assert (defaults["data"]["batch_size"], defaults["trainer"]["epochs"], defaults["optim"]["optimizer"],
             defaults["measure"]["target_accuracy"]) == (512, 24, "adam", 0.93)
+
+
+def test_a_diverging_run_stops_within_a_few_steps_and_says_where(tmp_path):
+    cfg = tiny_config(tmp_path, optim={"optimizer": "sgd", "max_lr": 1e12, "div_factor": 1.0, "pct_start": 0.01},
+                      trainer={"epochs": 5})
+    path, record = fit(cfg)
+    assert record["status"] == "diverged" and record["divergence"]["diverged"]
+    steps_per_epoch = 1000 // 100
+    assert record["divergence"]["step"] < steps_per_epoch  # stopped in the first epoch, not after five
+    assert record["accuracy"]["epochs_completed"] <= 1

@@ -18,6 +18,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.strategies import DDPStrategy
 
 from .callbacks.data_wait import DataWait
+from .callbacks.divergence import DivergenceGuard
 from .callbacks.environment import EnvironmentInfo
 from .callbacks.throughput import SteadyStateThroughput
 from .callbacks.time_to_accuracy import TimeToAccuracy
@@ -32,6 +33,7 @@ from .training import CifarClassifier
 RUN_ID_VARIABLE = "CIFARBENCH_RUN_ID"  # inherited by the DDP worker processes Lightning launches
 # The module's on_after_batch_transfer (channels_last) is meant to win over the datamodule's.
 warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer`")
+warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")  # Lightning 2.6 on torch 2.14: not ours to fix
 
 
 def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
@@ -51,9 +53,10 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
     datamodule = AlbumentationsDataModule(cfg.data, drop_last_train=True)
     throughput = SteadyStateThroughput(cfg.measure.warmup_steps, flops_per_image(cfg.model.width, training=True),
                                        precision=cfg.trainer.precision)
-    tta, data_wait, env = TimeToAccuracy(cfg.measure.target_accuracy), DataWait(), EnvironmentInfo()  # the config sits at the record's top level
+    tta, data_wait, divergence = TimeToAccuracy(cfg.measure.target_accuracy), DataWait(), DivergenceGuard()
+    env = EnvironmentInfo()  # the config sits at the record's top level
     loggers = build_loggers(cfg, run_id, run_dir)
-    trainer = build_trainer(cfg.trainer, run_dir, [throughput, tta, data_wait, env, RichProgressBar()], loggers,
+    trainer = build_trainer(cfg.trainer, run_dir, [throughput, tta, data_wait, divergence, env, RichProgressBar()], loggers,
                             log_every_n_steps=min(50, train_steps_per_epoch(cfg)))
 
     error, accuracy = None, {}
@@ -68,7 +71,8 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
         error = f"{type(err).__name__}: {err}"
         (run_dir / f"error-rank{trainer.global_rank}.log").write_text(traceback.format_exc())
 
-    record = _record(cfg, run_id, final_status(error, False, tta.reached is not None), started, error=error,
+    status = final_status(error, divergence.step is not None, tta.reached is not None)
+    record = _record(cfg, run_id, status, started, error=error, divergence=divergence.summary,
                      environment=env.summary, throughput=throughput.summary,
                      time_to_target=time_to_target(tta.summary, throughput.summary), data_wait=data_wait.summary,
                      accuracy=accuracy, curve=tta.curve,

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from .config import ModelConfig, OptimConfig
-from .model import NUM_CLASSES, CustomResNet
+from .model import IMAGE_SHAPE, NUM_CLASSES, CustomResNet
 
 
 class CifarClassifier(L.LightningModule):
@@ -27,6 +27,8 @@ class CifarClassifier(L.LightningModule):
                                    "channels_last": channels_last, "compile": compile})
         self.optim_cfg, self.channels_last, self.compile_mode = optim, channels_last, compile
         self.net = CustomResNet(model.width, model.dropout)
+        if compile == "off":  # lets Lightning's model summary count FLOPs (compiled, it would cost a compile)
+            self.example_input_array = torch.zeros(1, *IMAGE_SHAPE)
         self.train_acc, self.val_acc, self.test_acc = (MulticlassAccuracy(NUM_CLASSES, average="micro") for _ in range(3))
         self._configured = False
 
@@ -40,10 +42,12 @@ class CifarClassifier(L.LightningModule):
         self._configured = True
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        if self.channels_last:
-            images, labels = batch
-            return images.contiguous(memory_format=torch.channels_last), labels
-        return batch
+        if not self.channels_last:
+            return batch
+        if isinstance(batch, torch.Tensor):  # the model summary's example input
+            return batch.contiguous(memory_format=torch.channels_last)
+        images, labels = batch
+        return images.contiguous(memory_format=torch.channels_last), labels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
