@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from .config import ModelConfig, OptimConfig
-from .model import IMAGE_SHAPE, NUM_CLASSES, CustomResNet
+from .model import NUM_CLASSES, CustomResNet
 
 
 class CifarClassifier(L.LightningModule):
@@ -27,8 +27,6 @@ class CifarClassifier(L.LightningModule):
                                    "channels_last": channels_last, "compile": compile})
         self.optim_cfg, self.channels_last, self.compile_mode = optim, channels_last, compile
         self.net = CustomResNet(model.width, model.dropout)
-        if compile == "off":  # lets Lightning's model summary count FLOPs (compiled, it would cost a compile)
-            self.example_input_array = torch.zeros(1, *IMAGE_SHAPE)
         self.train_acc, self.val_acc, self.test_acc = (MulticlassAccuracy(NUM_CLASSES, average="micro") for _ in range(3))
         self._configured = False
 
@@ -44,8 +42,6 @@ class CifarClassifier(L.LightningModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if not self.channels_last:
             return batch
-        if isinstance(batch, torch.Tensor):  # the model summary's example input
-            return batch.contiguous(memory_format=torch.channels_last)
         images, labels = batch
         return images.contiguous(memory_format=torch.channels_last), labels
 
