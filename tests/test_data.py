@@ -92,7 +92,7 @@ def test_image_folder_directory_and_datamodule(tmp_path):
     dm = AlbumentationsDataModule(DataConfig(source="folder", root=str(tmp_path), val_size=4, batch_size=5, num_workers=0))
     dm.prepare_data()
     dm.setup("fit")
-    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (20, 4, 8)
+    assert {k: len(v) for k, v in dm.splits.items()} == {"train": 20, "val": 4, "test": 8}
     images, labels = next(iter(dm.train_dataloader()))
     assert images.shape == (5, 3, 32, 32) and images.dtype == torch.float32 and labels.dtype == torch.int64
     assert len(dm.train_dataloader()) == 4  # drop_last: 20 // 5

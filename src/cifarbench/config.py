@@ -40,14 +40,26 @@ class OptimConfig:
 
 
 @dataclass
+class FFCVConfig:
+    """The FFCV data path: where its .beton files live and how its Loader reads them."""
+
+    dir: str = "ffcv"  # {train,val,test}.beton + manifest.json; written by `cifarbench prepare-ffcv` (or on first use)
+    storage: Literal["raw", "jpeg"] = "raw"  # how prepare-ffcv stores images: raw RGB or JPEG
+    jpeg_quality: int = 90
+    order: Literal["random", "quasi_random"] = "random"  # training order (evaluation is sequential)
+    os_cache: bool = True  # let the OS page cache hold the file (else FFCV's own process cache)
+    batches_ahead: int = 3
+
+
+@dataclass
 class DataConfig:
     source: Literal["torchvision", "folder", "synthetic"] = "torchvision"
     # torchvision: download/cache directory; folder: a directory or .tar.gz of train/<class>/*.jpg + test/<class>/*.jpg
     root: str = "~/.cache/cifarbench/cifar10"
     download: bool = True  # torchvision source only
-    path: Literal["albumentations"] = "albumentations"  # the input pipeline
+    path: Literal["albumentations", "ffcv", "device"] = "albumentations"  # the input pipeline
     batch_size: int = 512  # per device
-    num_workers: int = 4  # per device
+    num_workers: int = 4  # per device: DataLoader processes (albumentations) or FFCV threads; unused by device
     val_size: int = 5000  # held out of the training set with split_seed (seed: 45,000 / 5,000)
     split_seed: int = 42
     train_subset: Optional[int] = None  # keep only this many training images, class-balanced (quick runs)
@@ -59,6 +71,7 @@ class DataConfig:
     flip_prob: float = 0.5
     cutout_size: int = 8
     cutout_prob: float = 0.5
+    ffcv: FFCVConfig = field(default_factory=FFCVConfig)
 
     def train_images(self) -> int:
         """Training images per epoch (all devices together), after subsetting and the val split."""

@@ -24,7 +24,7 @@ from .callbacks.throughput import SteadyStateThroughput
 from .callbacks.time_to_accuracy import TimeToAccuracy
 from .checks import check_config
 from .config import RunConfig, TrainerConfig
-from .data.albumentations_path import AlbumentationsDataModule
+from .data import build_datamodule
 from .data.sources import prepare_source
 from .model import count_parameters, flops_per_image
 from .record import SCHEMA_VERSION, atomic_write_text, final_status, time_to_target, write_record
@@ -50,7 +50,7 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision(cfg.trainer.matmul_precision)
     module = CifarClassifier(cfg.model, cfg.optim, cfg.trainer.channels_last, cfg.trainer.compile)
-    datamodule = AlbumentationsDataModule(cfg.data, drop_last_train=True)
+    datamodule = build_datamodule(cfg.data, seed=cfg.trainer.seed)
     throughput = SteadyStateThroughput(cfg.measure.warmup_steps, flops_per_image(cfg.model.width, training=True),
                                        precision=cfg.trainer.precision)
     tta, data_wait, divergence = TimeToAccuracy(cfg.measure.target_accuracy), DataWait(), DivergenceGuard()

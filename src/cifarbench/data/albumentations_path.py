@@ -8,15 +8,14 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network check at im
 
 import albumentations as A
 import cv2
-import lightning as L
-import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import DataConfig
 from .augmentation import CIFAR_MEAN, CIFAR_STD, MEAN_PIXEL_U8
-from .sources import ImageSet, load_train_test, prepare_source, split_train_val
+from .module import CifarDataModule
+from .sources import ImageSet
 
 
 def train_transform(cfg: DataConfig) -> A.Compose:
@@ -53,39 +52,21 @@ class AugmentedImages(Dataset):
         return image, torch.tensor(self.images.labels[i])
 
 
-class AlbumentationsDataModule(L.LightningDataModule):
-    """Train/val/test loaders; Lightning adds the DistributedSampler under DDP (per-device batches).
+class AlbumentationsDataModule(CifarDataModule):
+    """torch DataLoaders; Lightning adds the DistributedSampler under DDP (batches are per device)."""
 
-    ``drop_last_train`` keeps every training batch the same shape (needed by torch.compile).
-    """
-
-    def __init__(self, cfg: DataConfig, drop_last_train: bool = True):
-        super().__init__()
-        self.cfg, self.drop_last_train = cfg, drop_last_train
-        self.train_set = self.val_set = self.test_set = None
-
-    def prepare_data(self) -> None:
-        prepare_source(self.cfg)  # downloads once (rank 0) when the source is torchvision
-
-    def setup(self, stage: str) -> None:
-        if self.train_set is not None:
-            return
-        train, test = load_train_test(self.cfg)
-        train, val = split_train_val(train, self.cfg.val_size, self.cfg.split_seed)
-        self.train_set = AugmentedImages(train, train_transform(self.cfg))
-        self.val_set = AugmentedImages(val, eval_transform())
-        self.test_set = AugmentedImages(test, eval_transform())
-
-    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        transform = train_transform(self.cfg) if train else eval_transform()
         workers = self.cfg.num_workers
-        return DataLoader(dataset, batch_size=self.cfg.batch_size, shuffle=train, drop_last=train and self.drop_last_train,
-                          num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+        return DataLoader(AugmentedImages(self.splits[split], transform), batch_size=self.cfg.batch_size,
+                          shuffle=train, drop_last=train and self.drop_last_train, num_workers=workers,
+                          persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, train=True)
+        return self._loader("train", train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, train=False)
+        return self._loader("val", train=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, train=False)
+        return self._loader("test", train=False)

@@ -1,0 +1,225 @@
+"""The FFCV data path: .beton files read by FFCV's Loader, augmented by FFCV's JIT-compiled operations.
+
+``write_betons`` turns any data source into train/val/test .beton files (the seed's split), with a
+manifest that ties them to the data config they came from. The loader applies the seed's augmentation
+in the seed's order with FFCV's own operations: RandomTranslate (FFCV fills the border with a constant,
+here the mean pixel, where albumentations reflects), RandomHorizontalFlip, then a cutout. FFCV's Cutout
+always cuts; the seed cuts with probability 0.5, so ``RandomCutout`` adds that probability on FFCV's
+Operation API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from ..config import DataConfig
+from ..errors import CifarbenchError, DataError
+from ..record import atomic_write_text
+from .augmentation import CIFAR_MEAN, CIFAR_STD, MEAN_PIXEL_U8
+from .module import CifarDataModule, load_splits
+from .sources import prepare_source
+
+SPLITS = ("train", "val", "test")
+MANIFEST = "manifest.json"
+INSTALL_HINT = ("the ffcv package is not installed; run `bash scripts/setup.sh`, which installs pkg-config, "
+                "libopencv-dev and libturbojpeg0-dev with apt-get and then builds ffcv with pip")
+
+
+def require_ffcv() -> None:
+    try:
+        import ffcv  # noqa: F401
+    except ImportError as err:
+        raise CifarbenchError(f"data.path='ffcv': {INSTALL_HINT} ({err})") from None
+
+
+def data_fingerprint(cfg: DataConfig) -> dict[str, Any]:
+    """What decides the pixels and the split in the .beton files; augmentation and loading do not."""
+    keys = ("source", "train_subset", "test_subset", "val_size", "split_seed")
+    out = {k: getattr(cfg, k) for k in keys}
+    if cfg.source == "synthetic":
+        out |= {"synthetic_train_size": cfg.synthetic_train_size, "synthetic_test_size": cfg.synthetic_test_size}
+    else:
+        out["root"] = str(Path(cfg.root).expanduser().resolve())
+    return out | {"storage": cfg.ffcv.storage, "jpeg_quality": cfg.ffcv.jpeg_quality if cfg.ffcv.storage == "jpeg" else None}
+
+
+def write_betons(cfg: DataConfig, workers: int = 2) -> Path:
+    """Writes <ffcv.dir>/{train,val,test}.beton and manifest.json (each file atomically); returns the directory."""
+    require_ffcv()
+    from ffcv.fields import IntField, RGBImageField
+    from ffcv.writer import DatasetWriter
+
+    prepare_source(cfg)
+    out = Path(cfg.ffcv.dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    splits = load_splits(cfg)
+    for split in SPLITS:
+        images = splits[split]
+        tmp = out / f".{split}.beton.tmp"
+        mode = "jpg" if cfg.ffcv.storage == "jpeg" else "raw"
+        writer = DatasetWriter(str(tmp), {"image": RGBImageField(write_mode=mode, jpeg_quality=cfg.ffcv.jpeg_quality),
+                                          "label": IntField()}, num_workers=workers)
+        print(f"writing {out / (split + '.beton')} ({len(images)} images, {cfg.ffcv.storage})", flush=True)
+        writer.from_indexed_dataset(_Pairs(images.images, images.labels))  # FFCV shows a tqdm progress bar
+        os.replace(tmp, out / f"{split}.beton")
+    counts = {split: len(splits[split]) for split in SPLITS}
+    atomic_write_text(out / MANIFEST, json.dumps({"data": data_fingerprint(cfg), "counts": counts}, indent=2) + "\n")
+    return out
+
+
+class _Pairs:
+    """The (HWC uint8 image, int label) pairs DatasetWriter asks for."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        return self.images[i], int(self.labels[i])
+
+
+def check_betons(cfg: DataConfig) -> dict[str, Path]:
+    """The .beton paths, once each has been opened and found to hold what this config expects."""
+    require_ffcv()
+    from ffcv.reader import Reader
+
+    folder = Path(cfg.ffcv.dir).expanduser()
+    manifest_path = folder / MANIFEST
+    rewrite = f"rewrite them with `cifarbench prepare-ffcv` and this config (data.ffcv.dir={cfg.ffcv.dir!r})"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f"{manifest_path}: no readable FFCV manifest ({type(err).__name__}); {rewrite}") from None
+    if manifest.get("data") != data_fingerprint(cfg):
+        raise DataError(f"{folder}: these .beton files were written for another data config "
+                        f"({manifest.get('data')}); {rewrite}")
+    paths = {split: folder / f"{split}.beton" for split in SPLITS}
+    for split, path in paths.items():
+        try:
+            reader = Reader(str(path))
+            image = reader.metadata[f"f{reader.field_names.index('image')}"]  # metadata columns are f0, f1, ...
+            widths, heights = image["width"], image["height"]
+            size = path.stat().st_size
+            ends = reader.alloc_table["ptr"] + reader.alloc_table["size"]
+        except Exception as err:  # FFCV raises many kinds (AssertionError, ValueError, IndexError, OSError)
+            raise DataError(f"{path}: not a readable FFCV .beton ({type(err).__name__}: {err}); {rewrite}") from None
+        if len(widths) != manifest["counts"][split] or len(ends) != len(widths) or (len(ends) and ends.max() > size):
+            raise DataError(f"{path}: truncated or incomplete ({len(widths)} of {manifest['counts'][split]} images, "
+                            f"{size} bytes); {rewrite}")
+        if len(widths) and not ((widths == 32).all() and (heights == 32).all()):
+            raise DataError(f"{path}: holds {int(widths[0])}x{int(heights[0])} images, CIFAR needs 32x32; {rewrite}")
+    return paths
+
+
+def random_cutout(size: int, prob: float, fill: tuple[int, int, int]):
+    """FFCV's Cutout with the seed's probability: one size x size square, fully inside, filled with ``fill``."""
+    from ffcv.pipeline.compiler import Compiler
+    from ffcv.pipeline.operation import Operation
+
+    class RandomCutout(Operation):
+        def generate_code(self) -> Callable:
+            my_range = Compiler.get_iterator()
+            fill_array = np.array(fill, dtype=np.uint8)
+
+            def cutout(images, *_):
+                for i in my_range(images.shape[0]):
+                    if np.random.rand() < prob:
+                        y = np.random.randint(images.shape[1] - size + 1)
+                        x = np.random.randint(images.shape[2] - size + 1)
+                        images[i, y:y + size, x:x + size] = fill_array
+                return images
+
+            cutout.is_parallel = True
+            return cutout
+
+        def declare_state_and_memory(self, previous_state):
+            from dataclasses import replace
+
+            return replace(previous_state, jit_mode=True), None
+
+    return RandomCutout()
+
+
+def image_pipeline(cfg: Optional[DataConfig], device: torch.device) -> list:
+    """Decode, [translate, flip, cutout,] to a float NCHW tensor on ``device``, normalise."""
+    import torchvision.transforms.v2 as T
+    from ffcv.fields.decoders import SimpleRGBImageDecoder
+    from ffcv.transforms import Convert, RandomHorizontalFlip, RandomTranslate, ToDevice, ToTensor, ToTorchImage
+
+    ops: list = [SimpleRGBImageDecoder()]
+    if cfg is not None:
+        ops += [RandomTranslate(padding=cfg.pad, fill=MEAN_PIXEL_U8), RandomHorizontalFlip(cfg.flip_prob),
+                random_cutout(cfg.cutout_size, cfg.cutout_prob, MEAN_PIXEL_U8)]
+    return ops + [ToTensor(), ToDevice(device, non_blocking=True), ToTorchImage(channels_last=False),
+                  Convert(torch.float32), T.Normalize([m * 255 for m in CIFAR_MEAN], [s * 255 for s in CIFAR_STD])]
+
+
+class LazyEpochs:
+    """An FFCV Loader whose ``iter()`` starts nothing until the first batch is asked for.
+
+    Lightning calls ``iter()`` on every non-DataLoader once just to check it is iterable; on FFCV each
+    ``iter()`` starts an epoch thread, and a second one running beside the real epoch hangs the loader.
+    Closing the generator (Lightning stops after ``len`` batches) closes FFCV's epoch iterator too.
+    The epoch's buffers are made outside inference mode: Lightning evaluates under ``inference_mode``,
+    and FFCV's loader thread (which is not) could not write into inference tensors.
+    """
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        with torch.inference_mode(False):
+            epoch = iter(self.loader)
+        yield from epoch
+
+
+class FFCVDataModule(CifarDataModule):
+    """Builds FFCV Loaders inside the dataloader hooks, after the process group exists (``distributed=True``
+    then gives each rank its own shard, as DistributedSampler would)."""
+
+    def __init__(self, cfg: DataConfig, drop_last_train: bool = True, seed: int = 0):
+        super().__init__(cfg, drop_last_train)
+        self.seed = seed
+        self.paths: dict[str, Path] = {}
+
+    def prepare_data(self) -> None:
+        require_ffcv()
+        if not (Path(self.cfg.ffcv.dir).expanduser() / MANIFEST).exists():
+            write_betons(self.cfg, workers=max(self.cfg.num_workers, 1))
+
+    def setup(self, stage: str) -> None:
+        self.paths = check_betons(self.cfg)
+
+    def _loader(self, split: str, train: bool):
+        from ffcv.fields.decoders import IntDecoder
+        from ffcv.loader import Loader, OrderOption
+        from ffcv.transforms import Squeeze, ToDevice, ToTensor
+
+        _, world = self.world
+        order = {"random": OrderOption.RANDOM, "quasi_random": OrderOption.QUASI_RANDOM}[self.cfg.ffcv.order]
+        return LazyEpochs(Loader(str(self.paths[split]), batch_size=self.cfg.batch_size, num_workers=max(self.cfg.num_workers, 1),
+                      order=order if train else OrderOption.SEQUENTIAL, os_cache=self.cfg.ffcv.os_cache,
+                      drop_last=train and self.drop_last_train, distributed=world > 1, seed=self.seed,
+                      batches_ahead=self.cfg.ffcv.batches_ahead,
+                      pipelines={"image": image_pipeline(self.cfg if train else None, self.device),
+                                 "label": [IntDecoder(), ToTensor(), Squeeze(1), ToDevice(self.device, non_blocking=True)]}))
+
+    def train_dataloader(self):
+        return self._loader("train", train=True)
+
+    def val_dataloader(self):
+        return self._loader("val", train=False)
+
+    def test_dataloader(self):
+        return self._loader("test", train=False)
