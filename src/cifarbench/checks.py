@@ -105,6 +105,12 @@ def check_data(cfg: RunConfig) -> None:
                           "train/<class>/*.jpg + test/<class>/*.jpg")
     if d.source == "torchvision" and not d.download and not (root / "cifar-10-batches-py").is_dir():
         raise ConfigError("data.root", d.root, "holds no cifar-10-batches-py; set data.download=true to fetch CIFAR-10 there")
+    if d.path == "ffcv":
+        from .data.ffcv_path import MANIFEST, check_betons, require_ffcv
+
+        require_ffcv()
+        if (Path(d.ffcv.dir).expanduser() / MANIFEST).exists():  # else the run writes them first
+            check_betons(d)
     if d.train_images() <= 0:
         raise ConfigError("data.val_size", d.val_size, f"must be smaller than the {d.train_images() + d.val_size} "
                           "training images")
