@@ -11,6 +11,8 @@ import os
 import re
 import sys
 from dataclasses import fields
+from pathlib import Path
+from typing import Optional
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -21,13 +23,30 @@ from .config import RunConfig
 from .errors import CifarbenchError
 
 
+def config_parser(description: str) -> ArgumentParser:
+    """A subcommand that takes the run config: ``-c FILE`` and ``--section.field value`` overrides."""
+    parser = ArgumentParser(description=description, exit_on_error=False)
+    parser.add_argument("-c", "--config", action=ActionConfigFile, help="YAML config file(s), later ones win")
+    parser.add_class_arguments(RunConfig, nested_key=None, as_group=False)
+    return parser
+
+
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="cifarbench", description=__doc__.splitlines()[0], exit_on_error=False)
     subcommands = parser.add_subcommands(dest="command")
-    fit_parser = ArgumentParser(description="Train one configuration and write its run record.", exit_on_error=False)
-    fit_parser.add_argument("-c", "--config", action=ActionConfigFile, help="YAML config file(s), later ones win")
-    fit_parser.add_class_arguments(RunConfig, nested_key=None, as_group=False)
-    subcommands.add_subcommand("fit", fit_parser)
+    subcommands.add_subcommand("fit", config_parser("Train one configuration and write its run record."))
+    prepare = config_parser("Write the config's data set as FFCV .beton files into data.ffcv.dir.")
+    subcommands.add_subcommand("prepare-ffcv", prepare)
+    profile = config_parser("Measure loader, model and training rates of the config's data path: is it data-bound?")
+    profile.add_argument("--steps", type=int, default=30, help="timed batches per measurement")
+    profile.add_argument("--warmup", type=int, default=5, help="batches before the clock starts")
+    profile.add_argument("--sweep_workers", type=Optional[list[int]], default=None, help="e.g. [0,1,2]")
+    profile.add_argument("--sweep_batch_sizes", type=Optional[list[int]], default=None, help="e.g. [128,256]")
+    subcommands.add_subcommand("profile-data", profile)
+    board = ArgumentParser(description="Serve a run's profiler traces with TensorBoard on 127.0.0.1.", exit_on_error=False)
+    board.add_argument("run_dir", type=str)
+    board.add_argument("--port", type=int, default=6006)
+    subcommands.add_subcommand("tensorboard", board)
     return parser
 
 
@@ -35,27 +54,49 @@ def run_config(namespace) -> RunConfig:
     return RunConfig(**{f.name: getattr(namespace, f.name) for f in fields(RunConfig)})
 
 
+def execute(command: str, args) -> tuple[Optional[str], int]:
+    """Runs one subcommand; returns (the line to print last, exit code)."""
+    if command == "tensorboard":
+        from .tensorboard import serve
+
+        return None, serve(Path(args.run_dir), args.port)
+    cfg = run_config(args)
+    if command == "prepare-ffcv":
+        from .checks import check_config
+        from .data.ffcv_path import write_betons
+
+        check_config(cfg)
+        return str(write_betons(cfg.data, workers=max(cfg.data.num_workers, 1))), 0
+    if command == "profile-data":
+        from .profile_data import profile_data
+
+        path, _ = profile_data(cfg, args.steps, args.warmup, args.sweep_workers, args.sweep_batch_sizes)
+        return str(path), 0
+    from lightning.fabric.utilities.rank_zero import _get_rank
+
+    from .run import fit
+
+    path, record = fit(cfg)
+    if _get_rank() not in (None, 0):  # a DDP worker: rank 0 reports
+        return None, 0
+    if record["status"] == "failed":
+        print(f"cifarbench: run failed: {record['error']}", file=sys.stderr)
+    return str(path), 1 if record["status"] in ("failed", "diverged") else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = ["--print_config" if a == "--print-config" else a for a in (sys.argv[1:] if argv is None else argv)]
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-        cfg = run_config(parser.instantiate(args).fit)
-        from .run import fit  # heavy imports only once the arguments are good
-
-        path, record = fit(cfg)
+        args = parser.instantiate(parser.parse_args(argv))
+        last_line, code = execute(args.command, args[args.command])
     except ArgumentError as err:
         return _fail(explain_argument_error(str(err), build_parser()))
     except CifarbenchError as err:
         return _fail(str(err))
-    from lightning.fabric.utilities.rank_zero import _get_rank
-
-    if _get_rank() not in (None, 0):  # a DDP worker: rank 0 reports
-        return 0
-    if record["status"] == "failed":
-        print(f"cifarbench: run failed: {record['error']}", file=sys.stderr)
-    print(path, flush=True)
-    return 1 if record["status"] in ("failed", "diverged") else 0
+    if last_line is not None:
+        print(last_line, flush=True)
+    return code
 
 
 def explain_argument_error(message: str, parser: ArgumentParser) -> str:

@@ -114,6 +114,16 @@ class MeasureConfig:
 
 
 @dataclass
+class ProfilerConfig:
+    """A short torch.profiler window written as TensorBoard traces into <run dir>/profiler/ (per rank)."""
+
+    enabled: bool = False
+    wait: int = 5  # training steps skipped first (warm-up, compile)
+    warmup: int = 2  # steps profiled but thrown away
+    active: int = 3  # steps recorded
+
+
+@dataclass
 class OutputConfig:
     dir: str = "results"  # each run writes <dir>/<run_id>/
     run_id: Optional[str] = None  # None: <name>-<timestamp>, shared by every rank of the job
@@ -130,8 +140,14 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
+    profiler: ProfilerConfig = field(default_factory=ProfilerConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     test: bool = True  # evaluate the test set after training
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)

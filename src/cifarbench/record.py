@@ -9,8 +9,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    from .config import RunConfig
 
 SCHEMA_VERSION = 1
 RECORD_NAME = "record.json"
@@ -67,6 +71,17 @@ def time_to_target(tta: dict[str, Any], throughput: dict[str, Any]) -> dict[str,
         "seconds_excl_warmup": None if seconds is None else max(seconds - overhead, 0.0),
         "seconds_excl_val_excl_warmup": None if excl_val is None else max(excl_val - overhead, 0.0),
     }
+
+
+def new_record(cfg: "RunConfig", run_id: str, status: str, kind: str = "fit", **parts: Any) -> dict[str, Any]:
+    """The record's fixed head (schema, identity, status, times, config) followed by ``parts``."""
+    return {"schema_version": SCHEMA_VERSION, "kind": kind, "run_id": run_id, "status": status,
+            "error": parts.pop("error", None), "started_at": parts.pop("started_at", now()),
+            "finished_at": None if status == "running" else now(), "config": cfg.to_dict(), **parts}
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def final_status(error: Optional[str], diverged: bool, reached: bool) -> str:

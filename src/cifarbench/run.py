@@ -5,16 +5,16 @@ from __future__ import annotations
 import os
 import traceback
 import warnings
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
 import lightning as L
 import torch
-import yaml
 from lightning.fabric.utilities.rank_zero import _get_rank
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.profilers import PyTorchProfiler
 from lightning.pytorch.strategies import DDPStrategy
 
 from .callbacks.data_wait import DataWait
@@ -27,7 +27,7 @@ from .config import RunConfig, TrainerConfig
 from .data import build_datamodule
 from .data.sources import prepare_source
 from .model import count_parameters, flops_per_image
-from .record import SCHEMA_VERSION, atomic_write_text, final_status, time_to_target, write_record
+from .record import atomic_write_text, final_status, new_record, now, time_to_target, write_record
 from .training import CifarClassifier
 
 RUN_ID_VARIABLE = "CIFARBENCH_RUN_ID"  # inherited by the DDP worker processes Lightning launches
@@ -42,10 +42,10 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
     prepare_source(cfg.data)
     run_id = resolve_run_id(cfg)
     run_dir = Path(cfg.output.dir).expanduser() / run_id
-    started = _now()
+    started = now()
     if _get_rank() in (None, 0):
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        write_record(run_dir, _record(cfg, run_id, "running", started))
+        atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+        write_record(run_dir, new_record(cfg, run_id, "running", started_at=started))
 
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision(cfg.trainer.matmul_precision)
@@ -57,7 +57,8 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
     env = EnvironmentInfo()  # the config sits at the record's top level
     loggers = build_loggers(cfg, run_id, run_dir)
     trainer = build_trainer(cfg.trainer, run_dir, [throughput, tta, data_wait, divergence, env, RichProgressBar()], loggers,
-                            log_every_n_steps=min(50, train_steps_per_epoch(cfg)))
+                            log_every_n_steps=min(50, train_steps_per_epoch(cfg)),
+                            profiler=build_profiler(cfg, run_id, run_dir))
 
     error, accuracy = None, {}
     try:
@@ -72,7 +73,7 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
         (run_dir / f"error-rank{trainer.global_rank}.log").write_text(traceback.format_exc())
 
     status = final_status(error, divergence.step is not None, tta.reached is not None)
-    record = _record(cfg, run_id, status, started, error=error, divergence=divergence.summary,
+    record = new_record(cfg, run_id, status, started_at=started, error=error, divergence=divergence.summary,
                      environment=env.summary, throughput=throughput.summary,
                      time_to_target=time_to_target(tta.summary, throughput.summary), data_wait=data_wait.summary,
                      accuracy=accuracy, curve=tta.curve,
@@ -103,17 +104,29 @@ def build_strategy(t: TrainerConfig) -> str | DDPStrategy:
                        bucket_cap_mb=t.ddp.bucket_cap_mb, find_unused_parameters=t.ddp.find_unused_parameters)
 
 
-def build_trainer(t: TrainerConfig, run_dir: Path, callbacks: list, loggers: list[Logger],
-                  log_every_n_steps: int = 50) -> L.Trainer:
+def build_trainer(t: TrainerConfig, run_dir: Path, callbacks: list, loggers: list[Logger], **overrides: Any) -> L.Trainer:
+    """The Lightning Trainer for the strategy knobs; ``overrides`` go to ``L.Trainer`` as they are."""
     if t.checkpoint:
         callbacks = [*callbacks, ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)]
-    return L.Trainer(
-        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=build_strategy(t),
-        precision=t.precision, sync_batchnorm=t.sync_batchnorm, benchmark=t.cudnn_benchmark, max_epochs=t.epochs,
-        callbacks=callbacks, logger=loggers, enable_checkpointing=t.checkpoint, default_root_dir=run_dir,
-        num_sanity_val_steps=0,  # keeps validation out of the time before the first training step
-        log_every_n_steps=log_every_n_steps,
-    )
+    return L.Trainer(**{
+        "accelerator": t.accelerator, "devices": t.devices, "num_nodes": t.num_nodes, "strategy": build_strategy(t),
+        "precision": t.precision, "sync_batchnorm": t.sync_batchnorm, "benchmark": t.cudnn_benchmark,
+        "max_epochs": t.epochs, "callbacks": callbacks, "logger": loggers, "enable_checkpointing": t.checkpoint,
+        "default_root_dir": run_dir,
+        "num_sanity_val_steps": 0,  # keeps validation out of the time before the first training step
+        **overrides,
+    })
+
+
+def build_profiler(cfg: RunConfig, run_id: str, run_dir: Path) -> Optional[PyTorchProfiler]:
+    """Lightning's PyTorchProfiler on a wait/warmup/active schedule; its chrome traces (one file per rank,
+    ``<run dir>/profiler/<run id>/*.pt.trace.json``) open in TensorBoard's profiler plugin and in Perfetto.
+    The profiled steps are slower, so a profiled run's record says so (``config.profiler.enabled``)."""
+    p = cfg.profiler
+    if not p.enabled:
+        return None
+    return PyTorchProfiler(dirpath=run_dir / "profiler" / run_id, filename="trace", export_to_chrome=True,
+                           schedule=torch.profiler.schedule(wait=p.wait, warmup=p.warmup, active=p.active, repeat=1))
 
 
 def build_loggers(cfg: RunConfig, run_id: str, run_dir: Path) -> list[Logger]:
@@ -154,13 +167,3 @@ def _accuracies(curve: list[dict], trainer: L.Trainer) -> dict[str, Optional[flo
             "final_val": curve[-1]["val_acc"] if curve else None,
             "final_train": float(train_acc) if train_acc is not None else None,
             "test": None, "epochs_completed": trainer.current_epoch}
-
-
-def _record(cfg: RunConfig, run_id: str, status: str, started: str, **parts: Any) -> dict[str, Any]:
-    return {"schema_version": SCHEMA_VERSION, "run_id": run_id, "status": status, "error": parts.pop("error", None),
-            "started_at": started, "finished_at": None if status == "running" else _now(),
-            "config": cfg.to_dict(), **parts}
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
