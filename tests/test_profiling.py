@@ -20,6 +20,8 @@ from conftest import last_line, run_cli, tiny_config
 def test_verdict_wording():
     assert verdict(41, 100) == "data-bound: the loader delivers 41% of what the model consumes"
     assert verdict(300, 100) == "compute-bound: the loader delivers 3.0x what the model consumes"
+    assert verdict(300, 100, 0.5).endswith("yet training waited for data 50% of the time (loader and model share the "
+                                           "CPU cores)")
 
 
 @pytest.mark.parametrize("path", ["albumentations", "ffcv", "device"])
@@ -35,8 +37,8 @@ def test_profile_data_prints_three_rates_and_a_verdict(tmp_path, path):
     row = record["rows"][0]
     for key in ("loader_images_per_sec", "model_images_per_sec", "train_images_per_sec"):
         assert row[key] > 0
-    assert 0 <= row["train_stall_fraction"] < 1 and row["verdict"] == verdict(row["loader_images_per_sec"],
-                                                                            row["model_images_per_sec"])
+    assert 0 <= row["train_stall_fraction"] < 1 and row["verdict"] == verdict(
+        row["loader_images_per_sec"], row["model_images_per_sec"], row["train_stall_fraction"])
 
 
 def test_profile_data_sweeps_workers_and_logs_to_wandb(tmp_path):

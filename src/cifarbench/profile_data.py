@@ -59,13 +59,15 @@ def loader_rate(cfg: RunConfig, device: torch.device, steps: int, warmup: int) -
             images += len(y)
         if i == warmup + steps:
             break
-    return images / (synced_now(device) - start)
+    elapsed = synced_now(device) - start
+    batches.close()  # ends the epoch: FFCV's loader thread would otherwise keep competing for cores
+    return images / elapsed
 
 
 def training_rate(cfg: RunConfig, steps: int, warmup: int, static_batch: bool) -> dict[str, Any]:
     """(b) with ``static_batch`` (the step alone), else (c) (the real loop): a short Lightning fit, no validation."""
     module = CifarClassifier(cfg.model, cfg.optim, cfg.trainer.channels_last, cfg.trainer.compile)
-    throughput, wait = SteadyStateThroughput(warmup), DataWait()
+    throughput, wait = SteadyStateThroughput(warmup), DataWait(warmup)
     trainer = build_trainer(replace(cfg.trainer, epochs=1, checkpoint=False), Path(cfg.output.dir), [throughput, wait],
                             loggers=[], limit_train_batches=warmup + steps, limit_val_batches=0,
                             enable_progress_bar=False, enable_model_summary=False)
@@ -81,11 +83,16 @@ def training_rate(cfg: RunConfig, steps: int, warmup: int, static_batch: bool) -
     return {"images_per_sec": throughput.summary.get("images_per_sec"), "stall_fraction": wait.summary.get("stall_fraction")}
 
 
-def verdict(loader: float, model: float) -> str:
+def verdict(loader: float, model: float, stall: float | None = None) -> str:
+    """Data-bound when the loader alone is slower than the step alone. A compute-bound verdict gets a warning
+    when real training still stalled: the loader and the model then compete for the same CPU cores."""
     ratio = loader / model
     if ratio < 1:
         return f"data-bound: the loader delivers {ratio:.0%} of what the model consumes"
-    return f"compute-bound: the loader delivers {ratio:.1f}x what the model consumes"
+    text = f"compute-bound: the loader delivers {ratio:.1f}x what the model consumes"
+    if stall is not None and stall > 0.2:
+        text += f", yet training waited for data {stall:.0%} of the time (loader and model share the CPU cores)"
+    return text
 
 
 def profile_data(cfg: RunConfig, steps: int = 30, warmup: int = 5, sweep_workers: Optional[list[int]] = None,
@@ -110,11 +117,11 @@ def profile_data(cfg: RunConfig, steps: int = 30, warmup: int = 5, sweep_workers
         rows.append({"data_path": cfg.data.path, "num_workers": workers, "batch_size": batch_size,
                      "loader_images_per_sec": loader, "model_images_per_sec": model,
                      "train_images_per_sec": real["images_per_sec"], "train_stall_fraction": real["stall_fraction"],
-                     "verdict": verdict(loader, model)})
+                     "verdict": verdict(loader, model, real["stall_fraction"])})
     console.print(rows_table(rows, device))
     for r in rows:
         console.print(f"verdict ({r['data_path']}, num_workers={r['num_workers']}, batch_size={r['batch_size']}): "
-                      f"{r['verdict']}; training waited for data {r['train_stall_fraction']:.0%} of the time")
+                      f"{r['verdict']}")
     record = new_record(cfg, run_id, "completed", kind="profile-data", device=str(device), steps=steps, warmup=warmup,
                         rows=rows, environment=collect_environment())
     atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())

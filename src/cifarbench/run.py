@@ -53,7 +53,7 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
     datamodule = build_datamodule(cfg.data, seed=cfg.trainer.seed)
     throughput = SteadyStateThroughput(cfg.measure.warmup_steps, flops_per_image(cfg.model.width, training=True),
                                        precision=cfg.trainer.precision)
-    tta, data_wait, divergence = TimeToAccuracy(cfg.measure.target_accuracy), DataWait(), DivergenceGuard()
+    tta, data_wait, divergence = TimeToAccuracy(cfg.measure.target_accuracy), DataWait(cfg.measure.warmup_steps), DivergenceGuard()
     env = EnvironmentInfo()  # the config sits at the record's top level
     loggers = build_loggers(cfg, run_id, run_dir)
     trainer = build_trainer(cfg.trainer, run_dir, [throughput, tta, data_wait, divergence, env, RichProgressBar()], loggers,

@@ -17,9 +17,13 @@ class DataWait(L.Callback):
     the next epoch); compute = from the start
     of the step to its synchronised end. Because the device has drained at the end of each step, the
     whole wait is time the device sat idle: the data-stall fraction is wait / (wait + compute).
+
+    ``stall_fraction`` leaves out the first ``warmup_steps`` steps, like the throughput does (worker
+    start-up, FFCV's JIT compilation); ``stall_fraction_all_steps`` keeps them.
     """
 
-    def __init__(self):
+    def __init__(self, warmup_steps: int = 0):
+        self.warmup_steps = warmup_steps
         self.waits: list[float] = []
         self.computes: list[float] = []
         self.summary: dict[str, Any] = {}
@@ -46,18 +50,26 @@ class DataWait(L.Callback):
         self.computes.append(self._ready - self._step_start)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        wait, compute = float(np.sum(self.waits)), float(np.sum(self.computes))
-        rows = gather_rows(trainer, [wait, compute])
-        fractions = [w / (w + c) if w + c > 0 else 0.0 for w, c in rows]
+        steady_waits, steady_computes = self.waits[self.warmup_steps:], self.computes[self.warmup_steps:]
+        totals = [sum(steady_waits), sum(steady_computes), sum(self.waits), sum(self.computes)]
+        rows = gather_rows(trainer, totals)
+        steady = [_fraction(w, c) for w, c, _, _ in rows]
         self.summary = {
             "steps": len(self.computes),
-            "wait_seconds": wait,
-            "compute_seconds": compute,
-            "stall_fraction": float(np.mean(fractions)),
-            "per_rank_stall_fraction": fractions,
-            "wait_ms_p50": _ms(self.waits, 50), "wait_ms_p95": _ms(self.waits, 95), "wait_ms_max": _ms(self.waits, 100),
-            "compute_ms_p50": _ms(self.computes, 50),
+            "warmup_steps": self.warmup_steps,
+            "wait_seconds": totals[0],
+            "compute_seconds": totals[1],
+            "stall_fraction": float(np.mean(steady)) if steady_computes else None,
+            "per_rank_stall_fraction": steady,
+            "stall_fraction_all_steps": float(np.mean([_fraction(w, c) for _, _, w, c in rows])),
+            "wait_ms_p50": _ms(steady_waits, 50), "wait_ms_p95": _ms(steady_waits, 95),
+            "wait_ms_max": _ms(steady_waits, 100), "compute_ms_p50": _ms(steady_computes, 50),
+            "first_wait_seconds": self.waits[0] if self.waits else None,
         }
+
+
+def _fraction(wait: float, compute: float) -> float:
+    return wait / (wait + compute) if wait + compute > 0 else 0.0
 
 
 def _ms(values: list[float], percentile: float) -> Optional[float]:

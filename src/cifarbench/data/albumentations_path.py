@@ -55,18 +55,9 @@ class AugmentedImages(Dataset):
 class AlbumentationsDataModule(CifarDataModule):
     """torch DataLoaders; Lightning adds the DistributedSampler under DDP (batches are per device)."""
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
+    def loader(self, split: str, train: bool) -> DataLoader:
         transform = train_transform(self.cfg) if train else eval_transform()
         workers = self.cfg.num_workers
         return DataLoader(AugmentedImages(self.splits[split], transform), batch_size=self.cfg.batch_size,
                           shuffle=train, drop_last=train and self.drop_last_train, num_workers=workers,
                           persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)

@@ -113,16 +113,7 @@ class DeviceDataModule(CifarDataModule):
         super().__init__(cfg, drop_last_train)
         self.seed = seed
 
-    def _batches(self, split: str, train: bool) -> DeviceBatches:
+    def loader(self, split: str, train: bool) -> DeviceBatches:
         rank, world = self.world
         return DeviceBatches(self.splits[split], self.device, self.cfg.batch_size, self.cfg if train else None,
                              drop_last=train and self.drop_last_train, seed=self.seed, rank=rank, world=world)
-
-    def train_dataloader(self) -> DeviceBatches:
-        return self._batches("train", train=True)
-
-    def val_dataloader(self) -> DeviceBatches:
-        return self._batches("val", train=False)
-
-    def test_dataloader(self) -> DeviceBatches:
-        return self._batches("test", train=False)

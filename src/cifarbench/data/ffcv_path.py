@@ -32,10 +32,14 @@ INSTALL_HINT = ("the ffcv package is not installed; run `bash scripts/setup.sh`,
 
 
 def require_ffcv() -> None:
+    """Imports FFCV, or says how to install it. FFCV's compiler calls ``torch.set_num_threads(1)`` at import,
+    which would halve training speed on a CPU; the thread count is put back."""
+    threads = torch.get_num_threads()
     try:
-        import ffcv  # noqa: F401
+        import ffcv.pipeline.compiler  # noqa: F401
     except ImportError as err:
         raise CifarbenchError(f"data.path='ffcv': {INSTALL_HINT} ({err})") from None
+    torch.set_num_threads(threads)
 
 
 def data_fingerprint(cfg: DataConfig) -> dict[str, Any]:
@@ -168,12 +172,15 @@ class LazyEpochs:
     Lightning calls ``iter()`` on every non-DataLoader once just to check it is iterable; on FFCV each
     ``iter()`` starts an epoch thread, and a second one running beside the real epoch hangs the loader.
     Closing the generator (Lightning stops after ``len`` batches) closes FFCV's epoch iterator too.
+    FFCV also calls ``torch.set_num_threads(num_workers)`` when it builds a Loader or an epoch, which
+    would slow training down on a CPU: the training process's thread count is put back each time.
     The epoch's buffers are made outside inference mode: Lightning evaluates under ``inference_mode``,
     and FFCV's loader thread (which is not) could not write into inference tensors.
     """
 
-    def __init__(self, loader):
-        self.loader = loader
+    def __init__(self, loader, torch_threads: int):
+        self.loader, self.torch_threads = loader, torch_threads
+        torch.set_num_threads(torch_threads)  # FFCV's Loader set it to its own num_workers
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -181,6 +188,7 @@ class LazyEpochs:
     def __iter__(self):
         with torch.inference_mode(False):
             epoch = iter(self.loader)
+        torch.set_num_threads(self.torch_threads)
         yield from epoch
 
 
@@ -201,25 +209,18 @@ class FFCVDataModule(CifarDataModule):
     def setup(self, stage: str) -> None:
         self.paths = check_betons(self.cfg)
 
-    def _loader(self, split: str, train: bool):
+    def loader(self, split: str, train: bool):
         from ffcv.fields.decoders import IntDecoder
         from ffcv.loader import Loader, OrderOption
         from ffcv.transforms import Squeeze, ToDevice, ToTensor
 
         _, world = self.world
+        threads = torch.get_num_threads()
         order = {"random": OrderOption.RANDOM, "quasi_random": OrderOption.QUASI_RANDOM}[self.cfg.ffcv.order]
         return LazyEpochs(Loader(str(self.paths[split]), batch_size=self.cfg.batch_size, num_workers=max(self.cfg.num_workers, 1),
                       order=order if train else OrderOption.SEQUENTIAL, os_cache=self.cfg.ffcv.os_cache,
                       drop_last=train and self.drop_last_train, distributed=world > 1, seed=self.seed,
                       batches_ahead=self.cfg.ffcv.batches_ahead,
                       pipelines={"image": image_pipeline(self.cfg if train else None, self.device),
-                                 "label": [IntDecoder(), ToTensor(), Squeeze(1), ToDevice(self.device, non_blocking=True)]}))
-
-    def train_dataloader(self):
-        return self._loader("train", train=True)
-
-    def val_dataloader(self):
-        return self._loader("val", train=False)
-
-    def test_dataloader(self):
-        return self._loader("test", train=False)
+                                 "label": [IntDecoder(), ToTensor(), Squeeze(1), ToDevice(self.device, non_blocking=True)]}),
+                          threads)

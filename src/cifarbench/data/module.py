@@ -30,6 +30,19 @@ class CifarDataModule(L.LightningDataModule):
         if self.splits is None:
             self.splits = load_splits(self.cfg)
 
+    def loader(self, split: str, train: bool):
+        """The path's loader over one split; ``train`` turns augmentation, shuffling and drop_last on."""
+        raise NotImplementedError
+
+    def train_dataloader(self):
+        return self.loader("train", train=True)
+
+    def val_dataloader(self):
+        return self.loader("val", train=False)
+
+    def test_dataloader(self):
+        return self.loader("test", train=False)
+
     @property
     def device(self) -> torch.device:
         return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
