@@ -10,7 +10,7 @@ setup:
 	bash scripts/setup.sh
 
 demo: setup
-	$(CLI) fit -c bench/configs/smoke.yaml --output.dir demo-results
+	$(CLI) run bench/matrices/tiny-cpu.yaml --output_dir demo-results
 
 test: setup
 	$(PY) -m pytest tests

@@ -43,6 +43,17 @@ def build_parser() -> ArgumentParser:
     profile.add_argument("--sweep_workers", type=Optional[list[int]], default=None, help="e.g. [0,1,2]")
     profile.add_argument("--sweep_batch_sizes", type=Optional[list[int]], default=None, help="e.g. [128,256]")
     subcommands.add_subcommand("profile-data", profile)
+    matrix = ArgumentParser(description="Benchmark matrices.", exit_on_error=False)
+    subcommands.add_subcommand("matrix", matrix)
+    expand = ArgumentParser(description="List a matrix's runs with their ids and whether each can run here.",
+                            exit_on_error=False)
+    expand.add_argument("file", type=str)
+    matrix.add_subcommands(dest="action").add_subcommand("expand", expand)
+    run = ArgumentParser(description="Run a matrix here, one run after another; resumes where it stopped.",
+                         exit_on_error=False)
+    run.add_argument("file", type=str)
+    run.add_argument("--output_dir", type=str, default="results", help="runs go to <output_dir>/<matrix name>/")
+    subcommands.add_subcommand("run", run)
     board = ArgumentParser(description="Serve a run's profiler traces with TensorBoard on 127.0.0.1.", exit_on_error=False)
     board.add_argument("run_dir", type=str)
     board.add_argument("--port", type=int, default=6006)
@@ -54,12 +65,39 @@ def run_config(namespace) -> RunConfig:
     return RunConfig(**{f.name: getattr(namespace, f.name) for f in fields(RunConfig)})
 
 
+def config_from_dict(values: dict) -> RunConfig:
+    """A RunConfig from a nested dict, type-checked as the CLI checks a YAML file."""
+    parser = build_parser()
+    fit_parser = _fit_parser(parser)
+    try:
+        return run_config(fit_parser.instantiate(fit_parser.parse_object(values)))
+    except ArgumentError as err:
+        raise CifarbenchError(explain_argument_error(str(err), parser)) from None
+
+
 def execute(command: str, args) -> tuple[Optional[str], int]:
     """Runs one subcommand; returns (the line to print last, exit code)."""
     if command == "tensorboard":
         from .tensorboard import serve
 
         return None, serve(Path(args.run_dir), args.port)
+    if command == "matrix":
+        from rich.console import Console
+
+        from .matrix import load_matrix, validate_runs
+        from .runner import expansion_table
+
+        matrix = load_matrix(args.expand.file)
+        validate_runs(matrix)
+        Console(width=160).print(expansion_table(matrix))
+        return None, 0 if any(r.error is None for r in matrix.runs) else 1
+    if command == "run":
+        from .matrix import load_matrix
+        from .runner import run_matrix
+
+        results = Path(args.output_dir) / load_matrix(args.file).name
+        statuses = run_matrix(load_matrix(args.file, output_dir=str(results)), results)
+        return str(results), 0 if all(s in ("completed", "not-reached", "diverged") for s in statuses.values()) else 1
     cfg = run_config(args)
     if command == "prepare-ffcv":
         from .checks import check_config

@@ -64,7 +64,7 @@ class DataConfig:
     split_seed: int = 42
     train_subset: Optional[int] = None  # keep only this many training images, class-balanced (quick runs)
     test_subset: Optional[int] = None
-    synthetic_train_size: int = 5000  # synthetic source only
+    synthetic_train_size: int = 10_000  # synthetic source only
     synthetic_test_size: int = 1000
     # augmentation (the seed's): pad-and-crop translate, horizontal flip, one square cutout
     pad: int = 4

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Stops the local cluster started by scripts/slurm-start.sh, by the PIDs in its state directory.
+#   usage: scripts/slurm-stop.sh [STATE_DIR]      (default /tmp/cifarbench-slurm)
+set -uo pipefail
+state=${1:-/tmp/cifarbench-slurm}
+for pidfile in "$state/run/slurmd.pid" "$state/run/slurmctld.pid" "$state/munge/run/munged.pid"; do
+    [ -s "$pidfile" ] || continue
+    pid=$(cat "$pidfile")
+    if kill "$pid" 2>/dev/null; then
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$pidfile"
+done

@@ -1,0 +1,79 @@
+"""`cifarbench run MATRIX`: the matrix's runs one after another on this machine, each in a fresh process.
+
+Every run is ``cifarbench fit -c <its config>`` in a new process (a DDP run launches its own workers),
+with its output in ``<results>/<matrix>/logs/<run id>.log``. A run whose record already says
+completed, not-reached or diverged is a result and is not run again, so an interrupted sweep resumes
+where it stopped; failed and unfinished runs are run again.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .matrix import Matrix, MatrixRun, validate_runs
+from .record import RECORD_NAME, atomic_write_text, read_record
+
+RESULT_STATUSES = ("completed", "not-reached", "diverged")
+
+
+def record_status(results_dir: Path, run_id: str) -> Optional[str]:
+    try:
+        return read_record(results_dir / run_id / RECORD_NAME).get("status")
+    except (OSError, ValueError):
+        return None
+
+
+def write_run_config(results_dir: Path, run: MatrixRun) -> Path:
+    path = results_dir / "configs" / f"{run.run_id}.yaml"
+    atomic_write_text(path, yaml.safe_dump(run.config, sort_keys=False))
+    return path
+
+
+def expansion_table(matrix: Matrix) -> Table:
+    table = Table(title=f"matrix {matrix.name}: {len(matrix.runs)} runs")
+    table.add_column("run id")
+    table.add_column("overrides")
+    table.add_column("check")
+    for run in matrix.runs:
+        overrides = ", ".join(f"{k}={v}" for k, v in run.overrides.items())
+        table.add_row(run.run_id, overrides, f"[red]{run.error}[/]" if run.error else "ok")
+    return table
+
+
+def run_matrix(matrix: Matrix, results_dir: Path, console: Optional[Console] = None) -> dict[str, Optional[str]]:
+    """Runs every valid run not yet done; returns run id -> final record status (None: no record)."""
+    console = console or Console()
+    validate_runs(matrix)
+    for run in matrix.runs:
+        if run.error:
+            console.print(f"[yellow]skipped[/] {run.run_id}: {run.error}")
+    todo = [r for r in matrix.runs if not r.error]
+    statuses = {}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task(f"matrix {matrix.name}", total=len(todo))
+        for run in todo:
+            status = record_status(results_dir, run.run_id)
+            if status in RESULT_STATUSES:
+                console.print(f"[dim]done before[/] {run.run_id}: {status}")
+            else:
+                progress.update(task, description=f"{matrix.name}: {run.run_id}")
+                config = write_run_config(results_dir, run)
+                log = results_dir / "logs" / f"{run.run_id}.log"
+                log.parent.mkdir(parents=True, exist_ok=True)
+                with log.open("w") as out:
+                    subprocess.run([sys.executable, "-m", "cifarbench", "fit", "-c", str(config)], stdout=out,
+                                   stderr=subprocess.STDOUT, check=False)
+                status = record_status(results_dir, run.run_id)
+                console.print(f"{run.run_id}: {status or 'no record (see ' + str(log) + ')'}")
+            statuses[run.run_id] = status
+            progress.advance(task)
+    return statuses
