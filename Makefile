@@ -12,5 +12,5 @@ setup:
 demo: setup
 	$(CLI) run bench/matrices/tiny-cpu.yaml --output_dir demo-results
 
-test: setup
-	$(PY) -m pytest tests
+test:
+	bash scripts/test.sh

@@ -54,6 +54,19 @@ def build_parser() -> ArgumentParser:
     run.add_argument("file", type=str)
     run.add_argument("--output_dir", type=str, default="results", help="runs go to <output_dir>/<matrix name>/")
     subcommands.add_subcommand("run", run)
+    submit = ArgumentParser(description="Render one sbatch script per matrix run and submit them to Slurm.",
+                            exit_on_error=False)
+    submit.add_argument("file", type=str)
+    submit.add_argument("--output_dir", type=str, default="results")
+    submit.add_argument("--dry_run", type=bool, default=False, help="print the scripts, submit nothing")
+    for key in ("partition", "account", "qos", "time", "cpus_per_task"):
+        submit.add_argument(f"--{key}", type=Optional[str], default=None, help="overrides the matrix's slurm section")
+    subcommands.add_subcommand("submit", submit)
+    for name, text in (("status", "Each run's Slurm state and record status."), ("cancel", "Cancel the matrix's jobs.")):
+        sub = ArgumentParser(description=text, exit_on_error=False)
+        sub.add_argument("file", type=str)
+        sub.add_argument("--output_dir", type=str, default="results")
+        subcommands.add_subcommand(name, sub)
     board = ArgumentParser(description="Serve a run's profiler traces with TensorBoard on 127.0.0.1.", exit_on_error=False)
     board.add_argument("run_dir", type=str)
     board.add_argument("--port", type=int, default=6006)
@@ -91,11 +104,13 @@ def execute(command: str, args) -> tuple[Optional[str], int]:
         validate_runs(matrix)
         Console(width=160).print(expansion_table(matrix))
         return None, 0 if any(r.error is None for r in matrix.runs) else 1
+    if command in ("submit", "status", "cancel"):
+        return slurm_command(command, args)
     if command == "run":
         from .matrix import load_matrix
         from .runner import run_matrix
 
-        results = Path(args.output_dir) / load_matrix(args.file).name
+        results = (Path(args.output_dir) / load_matrix(args.file).name).resolve()  # jobs cd there
         statuses = run_matrix(load_matrix(args.file, output_dir=str(results)), results)
         return str(results), 0 if all(s in ("completed", "not-reached", "diverged") for s in statuses.values()) else 1
     cfg = run_config(args)
@@ -154,6 +169,48 @@ def explain_argument_error(message: str, parser: ArgumentParser) -> str:
         allowed = "one of " + literal.group(1).replace("'", "") if literal else re.sub(r"<class '(\w+)'>", r"\1", expected)
         return f"{key}={value.strip(chr(34))!r}: expected {allowed}"
     return message
+
+
+def slurm_command(command: str, args) -> tuple[Optional[str], int]:
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import slurm
+    from .matrix import load_matrix, validate_runs
+    from .runner import record_status
+
+    results = (Path(args.output_dir) / load_matrix(args.file).name).resolve()  # jobs cd there
+    matrix = load_matrix(args.file, output_dir=str(results))
+    if command == "submit":
+        validate_runs(matrix)
+        for run in matrix.runs:
+            if run.error:
+                print(f"skipped {run.run_id}: {run.error}", file=sys.stderr)
+        overrides = {k: getattr(args, k) for k in ("partition", "account", "qos", "time", "cpus_per_task")
+                     if getattr(args, k) is not None}
+        scripts = slurm.write_scripts(matrix, results, overrides)
+        if args.dry_run:
+            for path in scripts.values():
+                print(f"# ---- {path}\n{path.read_text()}")
+            return None, 0
+        jobs = slurm.submit(scripts, results)
+        for run_id, job in jobs.items():
+            print(f"{run_id}: job {job}")
+        return str(results), 0
+    jobs = slurm.load_jobs(results)
+    if command == "cancel":
+        slurm.cancel(list(jobs.values()))
+        return f"cancelled {len(jobs)} jobs", 0
+    states = slurm.job_states(list(jobs.values()))
+    table = Table(title=f"matrix {matrix.name}")
+    for column in ("run id", "job", "slurm state", "record"):
+        table.add_column(column)
+    for run in matrix.runs:
+        job = jobs.get(run.run_id)
+        table.add_row(run.run_id, job or "-", states.get(job, "-") if job else "-",
+                      record_status(results, run.run_id) or "-")
+    Console(width=160).print(table)
+    return None, 0
 
 
 def _fit_parser(parser: ArgumentParser) -> ArgumentParser:

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The README's test command (`make test`): installs everything, starts the local Slurm cluster the
+# Slurm tests use, runs the suite, and stops the cluster again, also when a test fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+state=$(mktemp -d /tmp/cifarbench-slurm.XXXXXX)
+trap 'bash scripts/slurm-stop.sh "$state"' EXIT
+eval "$(bash scripts/slurm-start.sh "$state")"   # exports SLURM_CONF
+export NO_ALBUMENTATIONS_UPDATE=1 WANDB_MODE=offline
+.venv/bin/python -m pytest tests "$@"

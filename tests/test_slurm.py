@@ -1,0 +1,140 @@
+"""Slurm: golden sbatch scripts for GPU shapes, quoting that nothing can escape, and a real local cluster."""
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cifarbench.errors import CifarbenchError
+from cifarbench.matrix import load_matrix
+from cifarbench.record import read_record
+from cifarbench.slurm import load_jobs, render
+from conftest import REPO, last_line, run_cli
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def gpu_matrix(tmp_path: Path, **slurm) -> Path:
+    spec = {"name": "scaling", "config": {"trainer": {"accelerator": "gpu", "strategy": "ddp"}},
+            "axes": {"trainer.num_nodes": [2], "trainer.devices": [4]},
+            "slurm": {"partition": "gpu", "account": "ml-bench", "qos": "normal", "time": "01:30:00",
+                      "cpus_per_task": 8, **slurm}}
+    path = tmp_path / "scaling.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_multi_node_gpu_script_matches_golden_file(tmp_path):
+    matrix = load_matrix(gpu_matrix(tmp_path), output_dir="/scratch/results/scaling")
+    run = matrix.runs[0]
+    script = render(run, matrix, Path("/scratch/results/scaling"), Path(f"/scratch/results/scaling/configs/{run.run_id}.yaml"),
+                    python="/opt/cifarbench/.venv/bin/python")
+    assert script == (GOLDEN / "scaling-2x4-gpu.sbatch").read_text()
+
+
+def test_hostile_paths_are_quoted_and_execute_nothing(tmp_path):
+    hostile = tmp_path / "a b;touch PWNED;'$(touch PWNED2)'`touch PWNED3`\"x"
+    hostile.mkdir()
+    matrix = load_matrix(REPO / "bench/matrices/tiny-cpu.yaml", output_dir=str(hostile))
+    run = matrix.runs[0]
+    config = hostile / "configs" / "run config $(id).yaml"
+    script = render(run, matrix, hostile, config, python=str(tmp_path / "bin" / "py $(touch PWNED4)"))
+    # run the script with stand-ins for srun and python that record what they received
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text('#!/bin/bash\nprintf "%s\\n" "$@" > "$ARGS_FILE"\n')
+    (bin_dir / "srun").chmod(0o755)
+    args_file = tmp_path / "args.txt"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "ARGS_FILE": str(args_file), "SLURM_JOB_ID": "1"}
+    subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, check=True, timeout=30)
+    assert not list(tmp_path.rglob("PWNED*"))
+    assert args_file.read_text().splitlines() == [str(bin_dir / "py $(touch PWNED4)"), "-m", "cifarbench", "fit", "-c",
+                                                  str(config.resolve())]
+
+
+@pytest.mark.parametrize("slurm, message", [
+    ({"partition": "gpu;rm -rf /"}, "slurm.partition='gpu;rm -rf /': an #SBATCH value must be a plain token"),
+    ({"account": "a b"}, "slurm.account='a b': an #SBATCH value must be a plain token"),
+    ({"time": "$(reboot)"}, "slurm.time='$(reboot)': use Slurm's"),
+    ({"bogus": 1}, "slurm.bogus=1: allowed"),
+])
+def test_unsafe_or_unknown_slurm_values_are_refused(tmp_path, slurm, message):
+    matrix = load_matrix(gpu_matrix(tmp_path, **slurm))
+    with pytest.raises(CifarbenchError, match=message.replace("(", r"\(").replace(")", r"\)").replace("$", r"\$")):
+        render(matrix.runs[0], matrix, tmp_path, tmp_path / "c.yaml")
+
+
+def test_hostile_run_ids_and_names_are_refused(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump({"name": "x;touch PWNED", "axes": {"trainer.epochs": [1]}}))
+    with pytest.raises(CifarbenchError, match="matrix.name"):
+        load_matrix(path)
+    result = run_cli("fit", "--output.run_id", "$(touch PWNED)", "--output.dir", str(tmp_path), timeout=60)
+    assert result.returncode == 2 and "output.run_id" in result.stdout and not list(tmp_path.rglob("PWNED*"))
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """The local cluster: the one .ci/run started (SLURM_CONF set), else one started here and stopped after."""
+    if os.environ.get("SLURM_CONF") and subprocess.run(["sinfo"], capture_output=True).returncode == 0:
+        yield os.environ["SLURM_CONF"]
+        return
+    state = tmp_path_factory.mktemp("slurm")
+    started = subprocess.run(["bash", str(REPO / "scripts/slurm-start.sh"), str(state)], capture_output=True, text=True)
+    assert started.returncode == 0, started.stderr
+    os.environ["SLURM_CONF"] = str(state / "slurm.conf")
+    yield os.environ["SLURM_CONF"]
+    subprocess.run(["bash", str(REPO / "scripts/slurm-stop.sh"), str(state)], check=False)
+    del os.environ["SLURM_CONF"]
+
+
+def wait_for_jobs(job_ids: list[str], timeout: float) -> dict[str, str]:
+    deadline, states = time.monotonic() + timeout, {}
+    while time.monotonic() < deadline:
+        states = {}
+        for job in job_ids:
+            out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+            states[job] = next((w.split("=")[1] for w in out.split() if w.startswith("JobState=")), "UNKNOWN")
+        if all(s in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL") for s in states.values()):
+            return states
+        time.sleep(2)
+    raise AssertionError(f"jobs still not done after {timeout}s: {states}")
+
+
+def test_tiny_matrix_on_a_real_slurm_cluster(tmp_path, slurm_cluster):
+    assert shutil.which("sbatch")
+    result = run_cli("submit", "bench/matrices/tiny-cpu.yaml", "--output_dir", str(tmp_path), timeout=120,
+                     env={"SLURM_CONF": slurm_cluster})
+    assert result.returncode == 0, result.stdout[-2000:]
+    results = Path(last_line(result))
+    jobs = load_jobs(results)
+    assert len(jobs) == 3
+    states = wait_for_jobs(list(jobs.values()), timeout=600)
+    assert set(states.values()) == {"COMPLETED"}, states
+    for run_id, job in jobs.items():
+        record = read_record(results / run_id / "record.json")
+        assert record["status"] in ("completed", "not-reached"), (run_id, record["error"])
+        assert record["environment"]["slurm"]["SLURM_JOB_ID"] == job
+        assert record["environment"]["world_size"] == record["config"]["trainer"]["devices"]
+    ddp = read_record(results / "tiny-cpu-pathdevice-devices2-seed1" / "record.json")
+    assert ddp["environment"]["world_size"] == 2 and len(ddp["throughput"]["per_rank_images_per_sec"]) == 2
+    status = run_cli("status", "bench/matrices/tiny-cpu.yaml", "--output_dir", str(tmp_path), timeout=120,
+                     env={"SLURM_CONF": slurm_cluster})
+    assert status.stdout.count("COMPLETED") == 3
+
+
+def test_cancel_stops_queued_jobs(tmp_path, slurm_cluster):
+    spec = yaml.safe_load((REPO / "bench/matrices/tiny-cpu.yaml").read_text())
+    spec |= {"name": "cancel-me", "base": str(REPO / "bench/configs/smoke.yaml"), "axes": {"trainer.seed": [1, 2]}}
+    spec["config"]["trainer"]["epochs"] = 50
+    matrix = tmp_path / "cancel.yaml"
+    matrix.write_text(yaml.safe_dump(spec))
+    env = {"SLURM_CONF": slurm_cluster}
+    assert run_cli("submit", str(matrix), "--output_dir", str(tmp_path), timeout=120, env=env).returncode == 0
+    jobs = load_jobs(tmp_path / "cancel-me")
+    assert run_cli("cancel", str(matrix), "--output_dir", str(tmp_path), timeout=120, env=env).returncode == 0
+    assert set(wait_for_jobs(list(jobs.values()), timeout=120).values()) == {"CANCELLED"}
