@@ -14,6 +14,8 @@ if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null || ! comm
 fi
 
 "$(dirname "$0")/slurm-stop.sh" "$state" >/dev/null 2>&1 || true
+mkdir -p "$state"
+chmod 0755 "$state"  # munged runs as user munge and must reach its files below
 mkdir -p "$state"/{munge/run,munge/log,munge/lib,munge/etc,spool/ctld,spool/d,log,run}
 chown -R munge:munge "$state/munge"
 chmod 0755 "$state/munge" "$state/munge/run"
