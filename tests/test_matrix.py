@@ -79,3 +79,12 @@ def test_run_executes_each_run_once_and_resumes(tmp_path):
     assert "done before tiny-cpu-pathdevice-seed1" in " ".join(again.stdout.split())
     assert (results / "tiny-cpu-pathdevice-seed1" / "record.json").stat().st_mtime == mtime
     assert read_record(results / "tiny-cpu-pathdevice-seed2" / "record.json")["status"] in ("completed", "not-reached")
+
+
+@pytest.mark.parametrize("name, runs", [("scaling", 12), ("precision-compile", 18), ("data-paths", 5)])
+def test_shipped_gpu_matrices_expand_and_are_refused_on_this_cpu(name, runs):
+    matrix = load_matrix(REPO / f"bench/matrices/{name}.yaml")
+    assert len(matrix.runs) == runs and len({r.run_id for r in matrix.runs}) == runs
+    validate_runs(matrix)
+    if not __import__("torch").cuda.is_available():
+        assert all(r.error.startswith("trainer.accelerator='gpu': no CUDA GPU is visible") for r in matrix.runs)
