@@ -108,11 +108,12 @@ def execute(command: str, args) -> tuple[Optional[str], int]:
         return slurm_command(command, args)
     if command == "run":
         from .matrix import load_matrix
+        from .record import RESULT_STATUSES
         from .runner import run_matrix
 
         results = (Path(args.output_dir) / load_matrix(args.file).name).resolve()  # jobs cd there
         statuses = run_matrix(load_matrix(args.file, output_dir=str(results)), results)
-        return str(results), 0 if all(s in ("completed", "not-reached", "diverged") for s in statuses.values()) else 1
+        return str(results), 0 if all(s in RESULT_STATUSES for s in statuses.values()) else 1
     cfg = run_config(args)
     if command == "prepare-ffcv":
         from .checks import check_config

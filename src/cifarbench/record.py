@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 1
 RECORD_NAME = "record.json"
-STATUSES = ("running", "completed", "failed", "diverged", "not-reached")
+# A run is "running" until it ends as completed, not-reached, diverged or failed. The first three are
+# results (a sweep never runs them again); a failed run is run again.
+RESULT_STATUSES = ("completed", "not-reached", "diverged")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

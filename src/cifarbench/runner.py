@@ -19,9 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .matrix import Matrix, MatrixRun, validate_runs
-from .record import RECORD_NAME, atomic_write_text, read_record
-
-RESULT_STATUSES = ("completed", "not-reached", "diverged")
+from .record import RECORD_NAME, RESULT_STATUSES, atomic_write_text, read_record
 
 
 def record_status(results_dir: Path, run_id: str) -> Optional[str]:

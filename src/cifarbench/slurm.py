@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 from .errors import CifarbenchError, ConfigError
 from .matrix import Matrix, MatrixRun
-from .record import atomic_write_text
+from .record import RESULT_STATUSES, atomic_write_text
 from .runner import record_status, write_run_config
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "slurm" / "run.sbatch"
@@ -81,7 +81,7 @@ def submit(scripts: dict[str, Path], results_dir: Path) -> dict[str, str]:
     (results_dir / "logs").mkdir(parents=True, exist_ok=True)
     jobs = load_jobs(results_dir)
     for run_id, script in scripts.items():
-        if record_status(results_dir, run_id) in ("completed", "not-reached", "diverged"):
+        if record_status(results_dir, run_id) in RESULT_STATUSES:
             continue
         out = _slurm(["sbatch", "--parsable", str(script)], cwd=results_dir)
         jobs[run_id] = out.split(";")[0].strip()
