@@ -95,3 +95,11 @@ def test_profiler_traces_are_listed_by_a_real_tensorboard(tmp_path):
 def test_tensorboard_without_traces_says_what_to_do(tmp_path):
     with pytest.raises(Exception, match="has no profiler/ traces; train with"):
         command(tmp_path, 6006)
+
+
+def test_an_impossible_sweep_point_is_refused_before_anything_is_measured(tmp_path):
+    result = run_cli("profile-data", "-c", "bench/configs/smoke.yaml", "--sweep_batch_sizes", "[128,100000]",
+                     "--output.dir", str(tmp_path), timeout=120)
+    assert result.returncode == 2 and "measuring" not in result.stdout
+    assert result.stdout.strip().startswith("cifarbench: error: data.batch_size=100000: each of the 1 devices gets")
+    assert not any(tmp_path.iterdir())

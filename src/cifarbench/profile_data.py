@@ -24,6 +24,7 @@ from .callbacks.throughput import SteadyStateThroughput
 from .checks import check_config, resolved_accelerator
 from .config import RunConfig
 from .data import build_datamodule
+from .data.module import CifarDataModule
 from .environment import collect_environment
 from .record import atomic_write_text, write_record
 from .run import build_trainer, new_record, resolve_run_id
@@ -43,9 +44,9 @@ class RepeatedBatch:
         return itertools.repeat(self.batch, self.steps)
 
 
-def loader_rate(cfg: RunConfig, device: torch.device, steps: int, warmup: int) -> float:
+def loader_rate(datamodule: CifarDataModule, device: torch.device, steps: int, warmup: int) -> float:
     """(a): images/s of the training loader alone, over ``steps`` batches after ``warmup`` (epochs chained)."""
-    datamodule = build_datamodule(cfg.data, seed=cfg.trainer.seed)
+    datamodule.standalone_device = device  # no Trainer yet: the device path and FFCV must still fill ``device``
     datamodule.prepare_data()
     datamodule.setup("fit")
     loader = datamodule.train_dataloader()
@@ -64,15 +65,15 @@ def loader_rate(cfg: RunConfig, device: torch.device, steps: int, warmup: int) -
     return images / elapsed
 
 
-def training_rate(cfg: RunConfig, steps: int, warmup: int, static_batch: bool) -> dict[str, Any]:
-    """(b) with ``static_batch`` (the step alone), else (c) (the real loop): a short Lightning fit, no validation."""
+def training_rate(cfg: RunConfig, steps: int, warmup: int, datamodule: Optional[CifarDataModule]) -> dict[str, Any]:
+    """(b) without a ``datamodule`` (the step alone, fed one batch), else (c) (the real loop): a short Lightning
+    fit, no validation."""
     module = CifarClassifier(cfg.model, cfg.optim, cfg.trainer.channels_last, cfg.trainer.compile)
     throughput, wait = SteadyStateThroughput(warmup), DataWait(warmup)
     trainer = build_trainer(replace(cfg.trainer, epochs=1, checkpoint=False), Path(cfg.output.dir), [throughput, wait],
                             loggers=[], limit_train_batches=warmup + steps, limit_val_batches=0,
                             enable_progress_bar=False, enable_model_summary=False)
-    datamodule = build_datamodule(cfg.data, seed=cfg.trainer.seed)
-    if static_batch:
+    if datamodule is None:
         generator = torch.Generator().manual_seed(0)
         batch = (torch.randn(cfg.data.batch_size, 3, 32, 32, generator=generator),
                  torch.randint(0, 10, (cfg.data.batch_size,), generator=generator))
@@ -100,20 +101,23 @@ def profile_data(cfg: RunConfig, steps: int = 30, warmup: int = 5, sweep_workers
     """Measures (a), (b), (c) for each num_workers x batch size and writes a ``profile-data`` record."""
     # One device: the rates are per device, and a DDP launch would re-run this whole sweep per rank.
     cfg = replace(cfg, trainer=replace(cfg.trainer, devices=1, num_nodes=1, strategy="auto"))
-    check_config(cfg)
+    points = [replace(cfg, data=replace(cfg.data, num_workers=workers, batch_size=batch_size))
+              for workers, batch_size in itertools.product(sweep_workers or [cfg.data.num_workers],
+                                                           sweep_batch_sizes or [cfg.data.batch_size])]
+    for point in points:  # every point of the sweep, before anything is measured
+        check_config(point)
     console = console or Console(width=None if Console().is_terminal else 160)
     run_id = resolve_run_id(replace(cfg, output=replace(cfg.output, name=f"{cfg.output.name}-profile-data")))
     run_dir = Path(cfg.output.dir).expanduser() / run_id
     device = torch.device("cuda", 0) if resolved_accelerator(cfg.trainer) == "cuda" else torch.device("cpu")
     rows = []
-    for workers, batch_size in itertools.product(sweep_workers or [cfg.data.num_workers],
-                                                 sweep_batch_sizes or [cfg.data.batch_size]):
-        point = replace(cfg, data=replace(cfg.data, num_workers=workers, batch_size=batch_size))
-        check_config(point)
+    for point in points:
+        workers, batch_size = point.data.num_workers, point.data.batch_size
         console.print(f"[bold]{cfg.data.path}[/]: num_workers={workers} batch_size={batch_size}: measuring ...")
-        loader = loader_rate(point, device, steps, warmup)
-        model = training_rate(point, steps, warmup, static_batch=True)["images_per_sec"]
-        real = training_rate(point, steps, warmup, static_batch=False)
+        datamodule = build_datamodule(point.data, seed=point.trainer.seed)  # loads the data once for (a) and (c)
+        loader = loader_rate(datamodule, device, steps, warmup)
+        model = training_rate(point, steps, warmup, datamodule=None)["images_per_sec"]
+        real = training_rate(point, steps, warmup, datamodule=datamodule)
         rows.append({"data_path": cfg.data.path, "num_workers": workers, "batch_size": batch_size,
                      "loader_images_per_sec": loader, "model_images_per_sec": model,
                      "train_images_per_sec": real["images_per_sec"], "train_stall_fraction": real["stall_fraction"],

@@ -22,6 +22,7 @@ class CifarDataModule(L.LightningDataModule):
         super().__init__()
         self.cfg, self.drop_last_train = cfg, drop_last_train
         self.splits: Optional[dict[str, ImageSet]] = None
+        self.standalone_device = torch.device("cpu")  # where batches go when no Trainer is attached
 
     def prepare_data(self) -> None:
         prepare_source(self.cfg)  # downloads once (local rank 0) when the source is torchvision
@@ -45,7 +46,7 @@ class CifarDataModule(L.LightningDataModule):
 
     @property
     def device(self) -> torch.device:
-        return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        return self.trainer.strategy.root_device if self.trainer is not None else self.standalone_device
 
     @property
     def world(self) -> tuple[int, int]:
