@@ -108,14 +108,13 @@ def build_trainer(t: TrainerConfig, run_dir: Path, callbacks: list, loggers: lis
     """The Lightning Trainer for the strategy knobs; ``overrides`` go to ``L.Trainer`` as they are."""
     if t.checkpoint:
         callbacks = [*callbacks, ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)]
-    return L.Trainer(**{
-        "accelerator": t.accelerator, "devices": t.devices, "num_nodes": t.num_nodes, "strategy": build_strategy(t),
-        "precision": t.precision, "sync_batchnorm": t.sync_batchnorm, "benchmark": t.cudnn_benchmark,
-        "max_epochs": t.epochs, "callbacks": callbacks, "logger": loggers, "enable_checkpointing": t.checkpoint,
-        "default_root_dir": run_dir,
-        "num_sanity_val_steps": 0,  # keeps validation out of the time before the first training step
+    return L.Trainer(
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=build_strategy(t),
+        precision=t.precision, sync_batchnorm=t.sync_batchnorm, benchmark=t.cudnn_benchmark, max_epochs=t.epochs,
+        callbacks=callbacks, logger=loggers, enable_checkpointing=t.checkpoint, default_root_dir=run_dir,
+        num_sanity_val_steps=0,  # keeps validation out of the time before the first training step
         **overrides,
-    })
+    )
 
 
 def build_profiler(cfg: RunConfig, run_id: str, run_dir: Path) -> Optional[PyTorchProfiler]:
