@@ -30,7 +30,7 @@ def gpu_matrix(tmp_path: Path, **slurm) -> Path:
 
 
 def test_multi_node_gpu_script_matches_golden_file(tmp_path):
-    matrix = load_matrix(gpu_matrix(tmp_path), output_dir="/scratch/results/scaling")
+    matrix = load_matrix(gpu_matrix(tmp_path), results_root="/scratch/results")
     run = matrix.runs[0]
     script = render(run, matrix, Path("/scratch/results/scaling"), Path(f"/scratch/results/scaling/configs/{run.run_id}.yaml"),
                     python="/opt/cifarbench/.venv/bin/python")
@@ -40,7 +40,7 @@ def test_multi_node_gpu_script_matches_golden_file(tmp_path):
 def test_hostile_paths_are_quoted_and_execute_nothing(tmp_path):
     hostile = tmp_path / "a b;touch PWNED;'$(touch PWNED2)'`touch PWNED3`\"x"
     hostile.mkdir()
-    matrix = load_matrix(REPO / "bench/matrices/tiny-cpu.yaml", output_dir=str(hostile))
+    matrix = load_matrix(REPO / "bench/matrices/tiny-cpu.yaml", results_root=str(hostile))
     run = matrix.runs[0]
     config = hostile / "configs" / "run config $(id).yaml"
     script = render(run, matrix, hostile, config, python=str(tmp_path / "bin" / "py $(touch PWNED4)"))

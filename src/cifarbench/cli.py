@@ -111,8 +111,9 @@ def execute(command: str, args) -> tuple[Optional[str], int]:
         from .record import RESULT_STATUSES
         from .runner import run_matrix
 
-        results = (Path(args.output_dir) / load_matrix(args.file).name).resolve()  # jobs cd there
-        statuses = run_matrix(load_matrix(args.file, output_dir=str(results)), results)
+        matrix = load_matrix(args.file, results_root=args.output_dir)
+        results = Path(args.output_dir) / matrix.name
+        statuses = run_matrix(matrix, results)
         return str(results), 0 if all(s in RESULT_STATUSES for s in statuses.values()) else 1
     cfg = run_config(args)
     if command == "prepare-ffcv":
@@ -180,8 +181,9 @@ def slurm_command(command: str, args) -> tuple[Optional[str], int]:
     from .matrix import load_matrix, validate_runs
     from .runner import record_status
 
-    results = (Path(args.output_dir) / load_matrix(args.file).name).resolve()  # jobs cd there
-    matrix = load_matrix(args.file, output_dir=str(results))
+    root = Path(args.output_dir).resolve()  # absolute: the jobs cd into the results directory
+    matrix = load_matrix(args.file, results_root=root)
+    results = root / matrix.name
     if command == "submit":
         validate_runs(matrix)
         for run in matrix.runs:

@@ -49,7 +49,8 @@ class Matrix:
     slurm: dict[str, Any] = field(default_factory=dict)
 
 
-def load_matrix(path: str | Path, output_dir: Optional[str] = None) -> Matrix:
+def load_matrix(path: str | Path, results_root: Optional[str | Path] = None) -> Matrix:
+    """The matrix's runs; with ``results_root`` each run writes into ``<results_root>/<matrix name>/<run id>/``."""
     path = Path(path)
     try:
         spec = yaml.safe_load(path.read_text()) or {}
@@ -81,7 +82,8 @@ def load_matrix(path: str | Path, output_dir: Optional[str] = None) -> Matrix:
         config = copy.deepcopy(base)
         for key, value in overrides.items():
             _merge(config, _nest(key, value))
-        _merge(config, {"output": {"run_id": run_id, "name": name, **({"dir": output_dir} if output_dir else {})}})
+        results = {"dir": str(Path(results_root) / name)} if results_root is not None else {}
+        _merge(config, {"output": {"run_id": run_id, "name": name, **results}})
         runs.append(MatrixRun(run_id, overrides, config))
     if not runs:
         raise ConfigError("matrix.axes", axes, "the matrix is empty: every combination is excluded")
