@@ -78,6 +78,8 @@ def test_real_cifar_tarball_loads_with_its_classes(cifar_tarball):
     assert np.allclose(train.images.reshape(-1, 3).mean(0) / 255, CIFAR_MEAN, atol=0.002)
     subset = balanced_subset(train, 3000)
     assert np.bincount(subset.labels).tolist() == [300] * 10
+    decoded_subset, _ = image_folder(str(cifar_tarball), train_subset=3000)  # decodes only those 3,000
+    assert np.array_equal(decoded_subset.images, subset.images) and np.array_equal(decoded_subset.labels, subset.labels)
 
 
 def test_image_folder_directory_and_datamodule(tmp_path):

@@ -50,7 +50,7 @@ def load_train_test(cfg: DataConfig) -> tuple[ImageSet, ImageSet]:
             cfg.root, train=False, download=cfg.download
         )
     else:
-        train, test = image_folder(cfg.root)
+        train, test = image_folder(cfg.root, cfg.train_subset, cfg.test_subset)  # decodes only the subsets
     return balanced_subset(train, cfg.train_subset), balanced_subset(test, cfg.test_subset)
 
 
@@ -77,10 +77,14 @@ def balanced_subset(images: ImageSet, size: int | None) -> ImageSet:
     """The first ``size`` images with as equal a share of each class as possible (the rest as they come)."""
     if size is None or size >= len(images):
         return images
-    per_class = [np.flatnonzero(images.labels == c) for c in range(len(images.classes))]
-    quota, extra = divmod(size, len(per_class))
-    chosen = [idx[: quota + (c < extra)] for c, idx in enumerate(per_class)]
-    return images.take(np.sort(np.concatenate(chosen)))
+    return images.take(balanced_indices(images.labels, len(images.classes), size))
+
+
+def balanced_indices(labels: np.ndarray, num_classes: int, size: int) -> np.ndarray:
+    """Sorted indices of the first ``size // num_classes`` (+1 for the first classes) images of each class."""
+    per_class = [np.flatnonzero(labels == c) for c in range(num_classes)]
+    quota, extra = divmod(size, num_classes)
+    return np.sort(np.concatenate([idx[: quota + (c < extra)] for c, idx in enumerate(per_class)]))
 
 
 def torchvision_cifar10(root: str, train: bool, download: bool) -> ImageSet:
@@ -96,8 +100,9 @@ def torchvision_cifar10(root: str, train: bool, download: bool) -> ImageSet:
     return ImageSet(np.asarray(ds.data, dtype=np.uint8), np.asarray(ds.targets, dtype=np.int64), tuple(ds.classes))
 
 
-def image_folder(root: str) -> tuple[ImageSet, ImageSet]:
-    """Reads ``train/<class>/*`` and ``test/<class>/*`` from a directory or a (gzipped) tarball."""
+def image_folder(root: str, train_subset: int | None = None, test_subset: int | None = None) -> tuple[ImageSet, ImageSet]:
+    """Reads ``train/<class>/*`` and ``test/<class>/*`` from a directory or a (gzipped) tarball; with a subset
+    size, decodes only the images ``balanced_subset`` would keep."""
     path = Path(root).expanduser()
     if not path.exists():
         raise DataError(f"data.root={str(path)!r}: no such file or directory; {HOW_TO_GET}")
@@ -112,6 +117,11 @@ def image_folder(root: str) -> tuple[ImageSet, ImageSet]:
     if splits["train"][1] != splits["test"][1]:
         raise DataError(f"data.root={str(path)!r}: train classes {splits['train'][1]} differ from test classes "
                         f"{splits['test'][1]}")
+    subsets = {"train": train_subset, "test": test_subset}
+    for split, (entries, classes) in splits.items():
+        if subsets[split] is not None and subsets[split] < len(entries):
+            labels = np.array([classes.index(cls) for cls, _ in entries])
+            splits[split] = ([entries[i] for i in balanced_indices(labels, len(classes), subsets[split])], classes)
     return _decode(files, "train", *splits["train"], path), _decode(files, "test", *splits["test"], path)
 
 
