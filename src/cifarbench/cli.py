@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.instantiate(parser.parse_args(argv))
         last_line, code = execute(args.command, args[args.command])
     except ArgumentError as err:
-        return _fail(explain_argument_error(str(err), build_parser()))
+        return _fail(explain_argument_error(str(err), parser))
     except CifarbenchError as err:
         return _fail(str(err))
     if last_line is not None:
