@@ -104,3 +104,33 @@ def test_time_to_accuracy_with_and_without_validation_time():
 def test_time_to_accuracy_not_reached_is_none_not_zero():
     s = fit(Toy(accuracies=(0.2, 0.5)), TimeToAccuracy(target=0.99), epochs=2).summary
     assert s["reached"] is False and s["seconds"] is None and s["seconds_excl_val"] is None and s["epoch"] is None
+
+
+def test_measurements_go_on_across_a_preemption(tmp_path):
+    """A run checkpointed after 2 of 4 epochs, with 0.3 s of work lost after the checkpoint, resumes in a
+    new Trainer (as a requeued Slurm job does): the clock goes on from the end of the lost work, the curve
+    and steady-state counts carry over, and each attempt's warm-up is warm-up again."""
+    accuracies = (0.2, 0.5, 0.9, 0.95)
+    first = [TimeToAccuracy(target=0.8), SteadyStateThroughput(warmup_steps=2), DataWait(warmup_steps=2)]
+    trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, callbacks=first)
+    trainer.fit(Toy(step_sleep=0.02, warmup_sleep=0.5, accuracies=accuracies))
+    trainer.save_checkpoint(tmp_path / "preempted.ckpt")
+    time.sleep(0.3)  # work done after the checkpoint, lost with the attempt
+    clock_at_end = first[0].clock()
+
+    tta = TimeToAccuracy(target=0.8, prior_seconds=clock_at_end)
+    throughput, data_wait = SteadyStateThroughput(warmup_steps=2), DataWait(warmup_steps=2)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[tta, throughput, data_wait])
+    trainer.fit(Toy(step_sleep=0.02, warmup_sleep=0.5, accuracies=accuracies), ckpt_path=tmp_path / "preempted.ckpt")
+
+    assert [p["epoch"] for p in tta.curve] == [1, 2, 3, 4] and tta.curve[:2] == first[0].curve
+    s = tta.summary
+    assert s["reached"] and s["epoch"] == 3 and s["seconds"] > clock_at_end
+    assert s["lost_seconds"] == pytest.approx(0.3, abs=0.1)
+    t = throughput.summary
+    assert t["attempts"] == 2 and t["steady_steps"] == 2 * (20 - 2)
+    assert t["warmup_overhead_seconds"] == pytest.approx(2 * 1.0, abs=0.3)  # two cold starts of 2 x 0.5 s
+    w = data_wait.summary
+    assert w["attempts"] == 2 and w["steps"] == 40

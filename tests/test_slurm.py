@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,70 @@ def test_cancel_stops_queued_jobs(tmp_path, slurm_cluster):
     jobs = load_jobs(tmp_path / "cancel-me")
     assert run_cli("cancel", str(matrix), "--output_dir", str(tmp_path), timeout=120, env=env).returncode == 0
     assert set(wait_for_jobs(list(jobs.values()), timeout=120).values()) == {"CANCELLED"}
+
+
+def job_field(job: str, name: str) -> str:
+    out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    return next((w.split("=", 1)[1] for w in out.split() if w.startswith(f"{name}=")), "")
+
+
+def test_preempted_run_checkpoints_requeues_and_completes_as_one_run(tmp_path, slurm_cluster):
+    """Slurm signals the run ~20-50 s into a 2-minute limit (SIGUSR1 100 s before it); Lightning checkpoints and
+    requeues it; the restarted job resumes. The same config runs uninterrupted beside it for comparison.
+
+    Two things the test does that a cluster would do on its own: it releases the requeued job at once (Slurm
+    22.05 holds a requeued job ~2 minutes), and gives the second attempt a longer limit, since an identical
+    limit would signal it again after the same 20-50 s (then restarts would be 2)."""
+    spec = {"name": "preempt", "base": str(REPO / "bench/configs/smoke.yaml"),
+            "config": {"data": {"path": "device", "synthetic_train_size": 2500, "synthetic_test_size": 200,
+                                "val_size": 200, "batch_size": 100, "num_workers": 0},
+                       "trainer": {"epochs": 45, "checkpoint": False},
+                       "measure": {"target_accuracy": 0.3, "warmup_steps": 2}, "output": {"wandb": "offline"}},
+            "axes": {"trainer.seed": [1]}}
+    matrix = tmp_path / "preempt.yaml"
+    matrix.write_text(yaml.safe_dump(spec))
+    env = {"SLURM_CONF": slurm_cluster}
+    twin = run_cli("submit", str(matrix), "--output_dir", str(tmp_path / "uninterrupted"), "--time", "10",
+                   timeout=120, env=env)
+    preempted = run_cli("submit", str(matrix), "--output_dir", str(tmp_path / "preempted"), "--time", "2",
+                        "--signal_seconds", "100", timeout=120, env=env)
+    assert twin.returncode == 0 and preempted.returncode == 0, preempted.stdout[-2000:]
+    twin_job = load_jobs(tmp_path / "uninterrupted/preempt")["preempt-seed1"]
+    job = load_jobs(tmp_path / "preempted/preempt")["preempt-seed1"]
+
+    deadline = time.monotonic() + 240
+    while job_field(job, "Restarts") != "1" or job_field(job, "JobState") != "PENDING":
+        assert job_field(job, "JobState") in ("PENDING", "RUNNING", "COMPLETING"), job_field(job, "JobState")
+        assert time.monotonic() < deadline, "the job was never requeued"
+        time.sleep(1)
+    subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now", "TimeLimit=10"], check=True)
+    assert wait_for_jobs([job, twin_job], timeout=480) == {job: "COMPLETED", twin_job: "COMPLETED"}
+
+    run_dir = tmp_path / "preempted/preempt/preempt-seed1"
+    record = read_record(run_dir / "record.json")
+    reference = read_record(tmp_path / "uninterrupted/preempt/preempt-seed1/record.json")
+    assert record["status"] == reference["status"] == "completed", record["error"]
+    assert record["run_id"] == reference["run_id"] == "preempt-seed1"
+    assert record["restarts"] == 1 and reference["restarts"] == 0
+    first, second = record["attempts"]
+    assert first["outcome"] == "requeued" and second["outcome"] == "completed"
+    assert first["slurm_job_id"] == second["slurm_job_id"] == job
+    assert (first["slurm_restart_count"], second["slurm_restart_count"]) == (0, 1)
+    assert first["resumed_from"] is None and second["resumed_from"] == "hpc_ckpt_1.ckpt"
+    assert record["accuracy"]["epochs_completed"] == reference["accuracy"]["epochs_completed"] == 45
+    assert record["curve"][-1]["step"] == reference["curve"][-1]["step"]
+    assert [p["epoch"] for p in record["curve"]] == list(range(1, 46))
+    # the clock goes on across the restart, and leaves out the time between the attempts
+    assert second["clock_at_end"] > first["clock_at_end"]
+    gap = datetime.fromisoformat(second["started_at"]) - datetime.fromisoformat(first["ended_at"])
+    wall = datetime.fromisoformat(second["ended_at"]) - datetime.fromisoformat(first["started_at"])
+    assert second["clock_at_end"] < (wall - gap).total_seconds() + 2
+    assert record["time_to_target"]["lost_seconds"] >= 0
+    assert record["throughput"]["attempts"] == 2 and record["data_wait"]["attempts"] == 2
+    assert not list(run_dir.glob("hpc_ckpt_*"))  # stale once finished: trainer.test would restore it
+    # one W&B run: both attempts' offline directories carry the run id
+    offline = sorted(p.name for p in (run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 2 and all(name.endswith("-preempt-seed1") for name in offline)
+    log = (tmp_path / "preempted/preempt/logs").glob("preempt-seed1-*.log")
+    text = next(log).read_text()
+    assert "restart 0" in text and "restart 1" in text

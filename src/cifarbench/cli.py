@@ -22,6 +22,7 @@ from jsonargparse import ArgumentError
 from .config import RunConfig
 from .errors import CifarbenchError
 
+SUBMIT_OVERRIDES = ("partition", "account", "qos", "time", "cpus_per_task", "signal_seconds")  # over the matrix's slurm:
 
 def config_parser(description: str) -> ArgumentParser:
     """A subcommand that takes the run config: ``-c FILE`` and ``--section.field value`` overrides."""
@@ -59,7 +60,7 @@ def build_parser() -> ArgumentParser:
     submit.add_argument("file", type=str)
     submit.add_argument("--output_dir", type=str, default="results")
     submit.add_argument("--dry_run", type=bool, default=False, help="print the scripts, submit nothing")
-    for key in ("partition", "account", "qos", "time", "cpus_per_task"):
+    for key in SUBMIT_OVERRIDES:
         submit.add_argument(f"--{key}", type=Optional[str], default=None, help="overrides the matrix's slurm section")
     subcommands.add_subcommand("submit", submit)
     for name, text in (("status", "Each run's Slurm state and record status."), ("cancel", "Cancel the matrix's jobs.")):
@@ -189,8 +190,7 @@ def slurm_command(command: str, args) -> tuple[Optional[str], int]:
         for run in matrix.runs:
             if run.error:
                 print(f"skipped {run.run_id}: {run.error}", file=sys.stderr)
-        overrides = {k: getattr(args, k) for k in ("partition", "account", "qos", "time", "cpus_per_task")
-                     if getattr(args, k) is not None}
+        overrides = {k: getattr(args, k) for k in SUBMIT_OVERRIDES if getattr(args, k) is not None}
         scripts = slurm.write_scripts(matrix, results, overrides)
         if args.dry_run:
             for path in scripts.values():

@@ -18,9 +18,11 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 1
 RECORD_NAME = "record.json"
-# A run is "running" until it ends as completed, not-reached, diverged or failed. The first three are
-# results (a sweep never runs them again); a failed run is run again.
+# A run is "running" until it ends as completed, not-reached, diverged or failed, or is "requeued" by
+# Slurm after a preemption checkpoint (its next attempt goes on with the same record). The first three
+# are results (a sweep never runs them again); a failed run is run again.
 RESULT_STATUSES = ("completed", "not-reached", "diverged")
+UNFINISHED_STATUSES = ("running", "requeued")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -79,7 +81,7 @@ def new_record(cfg: "RunConfig", run_id: str, status: str, kind: str = "fit", **
     """The record's fixed head (schema, identity, status, times, config) followed by ``parts``."""
     return {"schema_version": SCHEMA_VERSION, "kind": kind, "run_id": run_id, "status": status,
             "error": parts.pop("error", None), "started_at": parts.pop("started_at", now()),
-            "finished_at": None if status == "running" else now(), "config": cfg.to_dict(), **parts}
+            "finished_at": None if status in UNFINISHED_STATUSES else now(), "config": cfg.to_dict(), **parts}
 
 
 def now() -> str:

@@ -13,9 +13,10 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.rank_zero import _get_rank
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
-from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.profilers import PyTorchProfiler
 from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from .callbacks.data_wait import DataWait
 from .callbacks.divergence import DivergenceGuard
@@ -26,7 +27,9 @@ from .checks import check_config
 from .config import RunConfig, TrainerConfig
 from .data import build_datamodule
 from .data.sources import prepare_source
+from .loggers import build_loggers, finish_wandb
 from .model import count_parameters, flops_per_image
+from .preemption import discard_hpc_checkpoints, earlier_attempts, hpc_checkpoint, new_attempt, resume_checkpoint
 from .record import atomic_write_text, final_status, new_record, now, time_to_target, write_record
 from .training import CifarClassifier
 
@@ -42,10 +45,15 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
     prepare_source(cfg.data)
     run_id = resolve_run_id(cfg)
     run_dir = Path(cfg.output.dir).expanduser() / run_id
-    started = now()
-    if _get_rank() in (None, 0):
+    is_zero = _get_rank() in (None, 0)
+    first_started, attempts = earlier_attempts(run_dir, run_id) if is_zero else (None, [])
+    started = first_started or now()
+    resumed_from = resume_checkpoint(run_dir)
+    attempts.append(new_attempt(now(), resumed_from))
+    if is_zero:
         atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
-        write_record(run_dir, new_record(cfg, run_id, "running", started_at=started))
+        write_record(run_dir, new_record(cfg, run_id, "running", started_at=started, restarts=len(attempts) - 1,
+                                         attempts=attempts))
 
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision(cfg.trainer.matmul_precision)
@@ -53,37 +61,45 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
     datamodule = build_datamodule(cfg.data, seed=cfg.trainer.seed)
     throughput = SteadyStateThroughput(cfg.measure.warmup_steps, flops_per_image(cfg.model.width, training=True),
                                        precision=cfg.trainer.precision)
-    tta, data_wait, divergence = TimeToAccuracy(cfg.measure.target_accuracy), DataWait(cfg.measure.warmup_steps), DivergenceGuard()
+    tta = TimeToAccuracy(cfg.measure.target_accuracy, prior_seconds=attempts[-2]["clock_at_end"] if len(attempts) > 1 else None)
+    data_wait, divergence = DataWait(cfg.measure.warmup_steps), DivergenceGuard()
     env = EnvironmentInfo()  # the config sits at the record's top level
-    loggers = build_loggers(cfg, run_id, run_dir)
+    loggers = build_loggers(cfg, run_id, run_dir, restart=len(attempts) - 1)
     trainer = build_trainer(cfg.trainer, run_dir, [throughput, tta, data_wait, divergence, env, RichProgressBar()], loggers,
                             log_every_n_steps=min(50, train_steps_per_epoch(cfg)),
                             profiler=build_profiler(cfg, run_id, run_dir))
 
-    error, accuracy = None, {}
+    error, accuracy, requeued = None, {}, False
     try:
         trainer.fit(module, datamodule=datamodule)
+        discard_hpc_checkpoints(trainer, run_dir)
         accuracy = _accuracies(tta.curve, trainer)
         if trainer.interrupted:
             error = "interrupted (KeyboardInterrupt or SIGTERM) before the last epoch"
         elif cfg.test:
             accuracy["test"] = trainer.test(module, datamodule=datamodule, verbose=False)[0]["test/acc"]
+    except SIGTERMException:  # Slurm requeued the job (after Lightning's SIGUSR1 checkpoint), cancelled it or timed out
+        requeued = hpc_checkpoint(run_dir) not in (None, resumed_from)
+        if not requeued:
+            error = "SIGTERM (cancelled, or out of time) with no new checkpoint to resume from"
     except Exception as err:  # the record says what failed; the CLI turns it into one line and exit 1
         error = f"{type(err).__name__}: {err}"
         (run_dir / f"error-rank{trainer.global_rank}.log").write_text(traceback.format_exc())
 
-    status = final_status(error, divergence.step is not None, tta.reached is not None)
-    record = new_record(cfg, run_id, status, started_at=started, error=error, divergence=divergence.summary,
-                     environment=env.summary, throughput=throughput.summary,
-                     time_to_target=time_to_target(tta.summary, throughput.summary), data_wait=data_wait.summary,
-                     accuracy=accuracy, curve=tta.curve,
-                     model={"parameters": count_parameters(module.net),
-                            "forward_flops_per_image": flops_per_image(cfg.model.width),
-                            "train_flops_per_image": throughput.train_flops_per_image})
+    status = "requeued" if requeued else final_status(error, divergence.step is not None, tta.reached is not None)
+    attempts[-1] |= {"ended_at": now(), "outcome": status, "error": error, "clock_at_end": tta.clock()}
+    record = new_record(cfg, run_id, status, started_at=started, error=error, restarts=len(attempts) - 1,
+                        attempts=attempts, divergence=divergence.summary, environment=env.summary,
+                        throughput=throughput.summary, time_to_target=time_to_target(tta.summary, throughput.summary),
+                        data_wait=data_wait.summary, accuracy=accuracy, curve=tta.curve,
+                        model={"parameters": count_parameters(module.net),
+                               "forward_flops_per_image": flops_per_image(cfg.model.width),
+                               "train_flops_per_image": throughput.train_flops_per_image})
     path = run_dir / "record.json"
     if trainer.is_global_zero:
         write_record(run_dir, record)
-        finish_wandb(loggers, record)
+        if not requeued:  # a requeued run's W&B run goes on in the next attempt (Lightning finalised it on SIGUSR1)
+            finish_wandb(loggers, record)
     return path, record
 
 
@@ -126,32 +142,6 @@ def build_profiler(cfg: RunConfig, run_id: str, run_dir: Path) -> Optional[PyTor
         return None
     return PyTorchProfiler(dirpath=run_dir / "profiler" / run_id, filename="trace", export_to_chrome=True,
                            schedule=torch.profiler.schedule(wait=p.wait, warmup=p.warmup, active=p.active, repeat=1))
-
-
-def build_loggers(cfg: RunConfig, run_id: str, run_dir: Path) -> list[Logger]:
-    loggers: list[Logger] = [CSVLogger(run_dir, name="", version="logs")]  # run_dir/logs/metrics.csv
-    if cfg.output.wandb != "disabled":
-        loggers.append(WandbLogger(name=run_id, id=run_id, project=cfg.output.wandb_project, entity=cfg.output.wandb_entity,
-                                   save_dir=str(run_dir), offline=cfg.output.wandb == "offline", job_type="train",
-                                   config=cfg.to_dict()))
-    return loggers
-
-
-def finish_wandb(loggers: list[Logger], record: dict[str, Any]) -> None:
-    """Headline numbers into the W&B run summary, then close the run so its files are complete."""
-    for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            logger.experiment.summary.update({
-                "status": record["status"],
-                "time_to_target": record["time_to_target"].get("seconds"),
-                "time_to_target_excl_val": record["time_to_target"].get("seconds_excl_val"),
-                "images_per_sec": record["throughput"].get("images_per_sec"),
-                "best_val_acc": record["accuracy"].get("best_val"),
-                "test_acc": record["accuracy"].get("test"),
-                "data_stall_fraction": record["data_wait"].get("stall_fraction"),
-                "mfu": record["throughput"].get("mfu"),
-            })
-            logger.experiment.finish()
 
 
 def train_steps_per_epoch(cfg: RunConfig) -> int:

@@ -27,7 +27,7 @@ TEMPLATE = Path(__file__).resolve().parents[2] / "slurm" / "run.sbatch"
 JOBS_FILE = "slurm-jobs.json"
 PLAIN_TOKEN = re.compile(r"^[A-Za-z0-9_.:@%+=-]+$")
 TIME = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$")
-SLURM_KEYS = {"partition", "account", "qos", "time", "cpus_per_task", "constraint"}
+SLURM_KEYS = {"partition", "account", "qos", "time", "cpus_per_task", "constraint", "signal_seconds"}
 
 
 def directive_value(field: str, value: Any) -> str:
@@ -40,7 +40,8 @@ def directive_value(field: str, value: Any) -> str:
 def render(run: MatrixRun, matrix: Matrix, results_dir: Path, config_path: Path, template: Path = TEMPLATE,
            python: str = sys.executable, overrides: Optional[dict[str, Any]] = None) -> str:
     """The sbatch script of one run: nodes and tasks from the run's trainer, the rest from ``matrix.slurm``."""
-    slurm = {"time": "00:30:00", "cpus_per_task": 1, **matrix.slurm, **(overrides or {})}
+    # signal_seconds: how long before the time limit Slurm sends SIGUSR1, Lightning's cue to checkpoint and requeue
+    slurm = {"time": "00:30:00", "cpus_per_task": 1, "signal_seconds": 90, **matrix.slurm, **(overrides or {})}
     unknown = set(slurm) - SLURM_KEYS
     if unknown:
         raise ConfigError(f"slurm.{sorted(unknown)[0]}", slurm[sorted(unknown)[0]], f"allowed: {sorted(SLURM_KEYS)}")
@@ -58,7 +59,8 @@ def render(run: MatrixRun, matrix: Matrix, results_dir: Path, config_path: Path,
     return Template(template.read_text()).substitute(
         run_id=directive_value("output.run_id", run.run_id), matrix=directive_value("matrix.name", matrix.name),
         nodes=nodes, tasks_per_node=devices, cpus_per_task=directive_value("slurm.cpus_per_task", slurm["cpus_per_task"]),
-        time=slurm["time"], optional_directives="\n".join(optional), results_dir=shlex.quote(str(results_dir.resolve())),
+        time=slurm["time"], signal_seconds=directive_value("slurm.signal_seconds", slurm["signal_seconds"]),
+        optional_directives="\n".join(optional), results_dir=shlex.quote(str(results_dir.resolve())),
         python=shlex.quote(python), config=shlex.quote(str(config_path.resolve())),
     )
 

@@ -19,7 +19,9 @@ class DataWait(L.Callback):
     whole wait is time the device sat idle: the data-stall fraction is wait / (wait + compute).
 
     ``stall_fraction`` leaves out the first ``warmup_steps`` steps, like the throughput does (worker
-    start-up, FFCV's JIT compilation); ``stall_fraction_all_steps`` keeps them.
+    start-up, FFCV's JIT compilation); ``stall_fraction_all_steps`` keeps them. After a preemption the
+    steps saved with the checkpoint come back (``state_dict``) and the resumed attempt's first
+    ``warmup_steps`` steps are warm-up again.
     """
 
     def __init__(self, warmup_steps: int = 0):
@@ -29,9 +31,18 @@ class DataWait(L.Callback):
         self.summary: dict[str, Any] = {}
         self._ready: Optional[float] = None
         self._step_start = 0.0
+        self._attempt_starts: list[int] = []  # index of each attempt's first step
 
     def on_fit_start(self, trainer, pl_module) -> None:
+        self._attempt_starts.append(len(self.computes))
         self._ready = synced_now(pl_module.device)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"waits": self.waits, "computes": self.computes, "attempt_starts": self._attempt_starts}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.waits, self.computes = list(state["waits"]), list(state["computes"])
+        self._attempt_starts = list(state["attempt_starts"])
 
     def on_validation_start(self, trainer, pl_module) -> None:
         self._ready = None
@@ -50,13 +61,16 @@ class DataWait(L.Callback):
         self.computes.append(self._ready - self._step_start)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        steady_waits, steady_computes = self.waits[self.warmup_steps:], self.computes[self.warmup_steps:]
+        warmup = {i for start in self._attempt_starts for i in range(start, start + self.warmup_steps)}
+        steady_waits = [w for i, w in enumerate(self.waits) if i not in warmup]
+        steady_computes = [c for i, c in enumerate(self.computes) if i not in warmup]
         totals = [sum(steady_waits), sum(steady_computes), sum(self.waits), sum(self.computes)]
         rows = gather_rows(trainer, totals)
         steady = [_fraction(w, c) for w, c, _, _ in rows]
         self.summary = {
             "steps": len(self.computes),
             "warmup_steps": self.warmup_steps,
+            "attempts": len(self._attempt_starts),
             "wait_seconds": totals[0],
             "compute_seconds": totals[1],
             "stall_fraction": float(np.mean(steady)) if steady_computes else None,

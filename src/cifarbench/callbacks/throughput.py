@@ -19,6 +19,9 @@ class SteadyStateThroughput(L.Callback):
     boundaries and checkpoint writes, as a real training run does. The warm-up steps (compile, cuDNN
     autotuning, worker start) are reported on their own, as seconds and as overhead over the steady rate.
 
+    After a preemption each attempt warms up again; the steady images and seconds saved with the
+    checkpoint (rank 0's, ``state_dict``) are added to the resumed attempt's, and so are the warm-ups.
+
     Lightning's ThroughputMonitor is not used because its sliding window includes compile steps unless
     the window is tuned per run, it reports rank 0 only, and it has no dense peak for the H200.
     """
@@ -33,6 +36,7 @@ class SteadyStateThroughput(L.Callback):
         self._t0 = self._t_last = 0.0
         self._val_s = self._val_at_t0 = self._val_at_last = 0.0
         self._val_start: Optional[float] = None
+        self._carried = {"images": 0, "seconds": 0.0, "steady_steps": 0, "warmup_seconds": 0.0, "attempts": 0}
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         if self.precision and self.peak is None:  # before the clocks start: the CPU probe takes ~0.5 s
@@ -61,14 +65,25 @@ class SteadyStateThroughput(L.Callback):
             self._val_start = None
 
     def on_train_end(self, trainer, pl_module) -> None:
+        totals = self.state_dict()
+        rows = gather_rows(trainer, [totals["images"], totals["seconds"], totals["warmup_seconds"]])
+        self.summary = self._summarise(rows, totals["steady_steps"], totals["attempts"], trainer.world_size)
+
+    def state_dict(self) -> dict[str, Any]:
+        """This and the earlier attempts' steady images, steady seconds and warm-up seconds so far."""
         steady_steps = max(self._steps - self.warmup_steps, 0)
         seconds = (self._t_last - self._t0) - (self._val_at_last - self._val_at_t0) if steady_steps else 0.0
         warmup_s = (self._t0 - (self._first_start or 0.0)) - self._val_at_t0 if self._steps >= self.warmup_steps else 0.0
-        rows = gather_rows(trainer, [self._images, seconds, warmup_s])
-        self.summary = self._summarise(rows, steady_steps, trainer.world_size)
+        c = self._carried
+        return {"images": c["images"] + self._images, "seconds": c["seconds"] + seconds,
+                "steady_steps": c["steady_steps"] + steady_steps, "warmup_seconds": c["warmup_seconds"] + warmup_s,
+                "attempts": c["attempts"] + 1}
 
-    def _summarise(self, rows: list[list[float]], steady_steps: int, world_size: int) -> dict[str, Any]:
-        out: dict[str, Any] = {"warmup_steps": self.warmup_steps, "steady_steps": steady_steps,
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._carried = dict(state)
+
+    def _summarise(self, rows: list[list[float]], steady_steps: int, attempts: int, world_size: int) -> dict[str, Any]:
+        out: dict[str, Any] = {"warmup_steps": self.warmup_steps, "steady_steps": steady_steps, "attempts": attempts,
                                "world_size": world_size, "timed_region": "end of warm-up step to end of last "
                                "training step, device-synchronised, validation excluded"}
         if steady_steps == 0 or min(r[1] for r in rows) <= 0:
@@ -85,7 +100,7 @@ class SteadyStateThroughput(L.Callback):
             "steady_seconds": max(r[1] for r in rows),
             "steady_images": int(sum(r[0] for r in rows)),
             "warmup_seconds": warmup_s,
-            "warmup_overhead_seconds": max(warmup_s - self.warmup_steps * steady_step_s, 0.0),
+            "warmup_overhead_seconds": max(warmup_s - attempts * self.warmup_steps * steady_step_s, 0.0),
         }
         if self.train_flops_per_image:
             per_device = self.train_flops_per_image * total / world_size

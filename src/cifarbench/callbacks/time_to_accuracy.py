@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Optional
 
 import lightning as L
@@ -16,18 +17,41 @@ class TimeToAccuracy(L.Callback):
     moment of reaching the target is the synchronised end of that validation. Two clocks are kept:
     ``seconds`` includes validation time (MLPerf's rule) and ``seconds_excl_val`` leaves it out
     (DAWNBench's). A run that never reaches the target reports ``seconds: None``, never a number.
+
+    Across a preemption the clock goes on from where the previous attempt stopped: the curve and the
+    clock at the moment of the checkpoint come back with it (``state_dict``), and ``prior_seconds``, when
+    known, is the clock at the end of the previous attempt, so work done after the checkpoint, lost and
+    redone, stays on the clock (``lost_seconds``). Time spent queued and restarting is not on it.
     """
 
-    def __init__(self, target: float, monitor: str = "val/acc"):
-        self.target, self.monitor = target, monitor
+    def __init__(self, target: float, monitor: str = "val/acc", prior_seconds: Optional[float] = None):
+        self.target, self.monitor, self.prior_seconds = target, monitor, prior_seconds
         self.curve: list[dict[str, Any]] = []
         self.reached: Optional[dict[str, Any]] = None
-        self._t0 = 0.0
+        self._t0: Optional[float] = None
         self._val_s = 0.0
         self._val_start: Optional[float] = None
+        self._checkpoint_clock: Optional[float] = None
+        self._lost_s = 0.0
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        self._t0 = synced_now(pl_module.device)
+        offset = self._checkpoint_clock or 0.0
+        if self.prior_seconds is not None:
+            self._lost_s += max(self.prior_seconds - offset, 0.0)
+            offset = self.prior_seconds
+        self._t0 = synced_now(pl_module.device) - offset
+
+    def clock(self) -> Optional[float]:
+        """Seconds on the clock now (all attempts so far); None before fit started."""
+        return None if self._t0 is None else time.perf_counter() - self._t0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"curve": self.curve, "reached": self.reached, "validation_seconds": self._val_s,
+                "lost_seconds": self._lost_s, "clock": self.clock()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.curve, self.reached = list(state["curve"]), state["reached"]
+        self._val_s, self._lost_s, self._checkpoint_clock = state["validation_seconds"], state["lost_seconds"], state["clock"]
 
     def on_validation_start(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
@@ -53,4 +77,4 @@ class TimeToAccuracy(L.Callback):
         hit = self.reached or {}
         return {"target": self.target, "reached": self.reached is not None, "epoch": hit.get("epoch"),
                 "step": hit.get("step"), "seconds": hit.get("seconds"), "seconds_excl_val": hit.get("seconds_excl_val"),
-                "validation_seconds": self._val_s}
+                "validation_seconds": self._val_s, "lost_seconds": self._lost_s}

@@ -1,0 +1,71 @@
+"""Where a run's metrics go: a CSV file in the run directory always, and W&B (offline or online) unless disabled."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_warn
+
+from .config import RunConfig
+
+
+class PreemptibleWandbLogger(WandbLogger):
+    """Lightning's WandbLogger, closing its run cleanly when Lightning checkpoints for a Slurm requeue.
+
+    On SIGUSR1 Lightning calls ``finalize("finished")`` (only then), saves the checkpoint and runs
+    ``scontrol requeue``, upon which Slurm sends SIGTERM to every process of the job, W&B's service
+    process included. A W&B call after that fails ("Connection lost") and would fail the attempt. So the
+    run is finished here, while the service still runs, and the steps between the checkpoint and the
+    SIGTERM (lost work, redone by the next attempt) are not logged. The next attempt resumes the run by id.
+    """
+
+    _closed_for_requeue = False
+
+    def finalize(self, status: str) -> None:
+        super().finalize(status)
+        if status == "finished" and self._experiment is not None:
+            import wandb
+
+            self._experiment.finish()
+            wandb.teardown()  # stops the service now, so the exit after SIGTERM has nothing left to reach
+            self._closed_for_requeue = True
+            rank_zero_warn("W&B run closed for the Slurm requeue; nothing more is logged to it in this attempt")
+
+    def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
+        if not self._closed_for_requeue:
+            super().log_metrics(metrics, step)
+
+
+def build_loggers(cfg: RunConfig, run_id: str, run_dir: Path, restart: int = 0) -> list[Logger]:
+    """CSV metrics in ``<run dir>/logs/metrics.csv`` (``logs-restart<n>/`` for a resumed attempt: Lightning's
+    CSVLogger deletes an existing metrics.csv) and, unless disabled, the W&B run whose id is the run id,
+    continued by a resumed attempt."""
+    version = f"logs-restart{restart}" if restart else "logs"
+    loggers: list[Logger] = [CSVLogger(run_dir, name="", version=version)]
+    if cfg.output.wandb != "disabled":
+        loggers.append(PreemptibleWandbLogger(name=run_id, id=run_id, resume="allow", project=cfg.output.wandb_project,
+                                              entity=cfg.output.wandb_entity, save_dir=str(run_dir),
+                                              offline=cfg.output.wandb == "offline", job_type="train",
+                                              config=cfg.to_dict()))
+    return loggers
+
+
+def finish_wandb(loggers: list[Logger], record: dict[str, Any]) -> None:
+    """Headline numbers into the W&B run summary, then close the run so its files are complete."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.summary.update({
+                "status": record["status"],
+                "time_to_target": record["time_to_target"].get("seconds"),
+                "time_to_target_excl_val": record["time_to_target"].get("seconds_excl_val"),
+                "images_per_sec": record["throughput"].get("images_per_sec"),
+                "best_val_acc": record["accuracy"].get("best_val"),
+                "test_acc": record["accuracy"].get("test"),
+                "data_stall_fraction": record["data_wait"].get("stall_fraction"),
+                "mfu": record["throughput"].get("mfu"),
+            })
+            logger.experiment.finish()
+
+

@@ -1,0 +1,68 @@
+"""Surviving Slurm preemption: which attempt of a run this is, and what the earlier attempts left.
+
+Lightning does the mechanics: on SLURM with auto-requeue, SIGUSR1 (``#SBATCH --signal=SIGUSR1@90``)
+makes it save ``<run dir>/hpc_ckpt_<n>.ckpt`` and ``scontrol requeue`` the job, and a restarted job
+resumes from the newest of those files. cifarbench adds the run's identity across attempts: the record
+keeps its run id, first start time and a list of attempts, each with how it ended and the training clock
+at its end, so time-to-accuracy goes on from there (queue time excluded, lost work included).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+from lightning.fabric.plugins.environments import SLURMEnvironment
+
+from .record import RECORD_NAME, RESULT_STATUSES, read_record
+
+HPC_CHECKPOINT = re.compile(r"^hpc_ckpt_(\d+)\.ckpt$")  # Lightning's naming (CheckpointConnector.hpc_save_path)
+
+
+def hpc_checkpoint(run_dir: Path) -> Optional[Path]:
+    """The newest checkpoint Lightning saved on SIGUSR1, which a run under Slurm resumes from."""
+    found = [(int(m.group(1)), p) for p in run_dir.glob("hpc_ckpt_*.ckpt") if (m := HPC_CHECKPOINT.match(p.name))]
+    return max(found)[1] if found else None
+
+
+def discard_hpc_checkpoints(trainer, run_dir: Path) -> None:
+    """Removes the preemption checkpoints of a run whose fit has finished, on every rank's say-so.
+
+    They are stale then, and harmful: under Slurm, Lightning's ``trainer.test()`` with no ``ckpt_path``
+    restores the newest ``hpc_ckpt_*`` (weights and callback state) instead of testing the trained model.
+    """
+    if trainer.is_global_zero:
+        for path in run_dir.glob("hpc_ckpt_*.ckpt"):
+            path.unlink(missing_ok=True)
+    trainer.strategy.barrier("cifarbench-discard-hpc-checkpoints")
+
+
+def resume_checkpoint(run_dir: Path) -> Optional[Path]:
+    """The checkpoint Lightning's Trainer will resume from by itself: only under Slurm (its rule)."""
+    return hpc_checkpoint(run_dir) if SLURMEnvironment.detect() else None
+
+
+def earlier_attempts(run_dir: Path, run_id: str) -> tuple[Optional[str], list[dict[str, Any]]]:
+    """(first start time, attempts) of the unfinished run this process resumes; (None, []) for a new run.
+
+    An attempt killed before it could write its end (SIGKILL, node failure) has no ``clock_at_end``:
+    the resumed clock then starts from the checkpoint's, and the work lost after it is not counted.
+    """
+    if resume_checkpoint(run_dir) is None:
+        return None, []
+    try:
+        record = read_record(run_dir / RECORD_NAME)
+    except (OSError, ValueError):
+        return None, []
+    if record.get("run_id") != run_id or record.get("status") in RESULT_STATUSES:
+        return None, []
+    return record.get("started_at"), list(record.get("attempts") or [])
+
+
+def new_attempt(started_at: str, resumed_from: Optional[Path]) -> dict[str, Any]:
+    return {"slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+            "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0")),
+            "started_at": started_at, "resumed_from": resumed_from.name if resumed_from else None,
+            "ended_at": None, "outcome": "running", "error": None, "clock_at_end": None}
