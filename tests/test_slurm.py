@@ -138,6 +138,9 @@ def test_cancel_stops_queued_jobs(tmp_path, slurm_cluster):
     env = {"SLURM_CONF": slurm_cluster}
     assert run_cli("submit", str(matrix), "--output_dir", str(tmp_path), timeout=120, env=env).returncode == 0
     jobs = load_jobs(tmp_path / "cancel-me")
+    # submitting again while the jobs are queued or running submits nothing twice
+    assert run_cli("submit", str(matrix), "--output_dir", str(tmp_path), timeout=120, env=env).returncode == 0
+    assert load_jobs(tmp_path / "cancel-me") == jobs
     assert run_cli("cancel", str(matrix), "--output_dir", str(tmp_path), timeout=120, env=env).returncode == 0
     assert set(wait_for_jobs(list(jobs.values()), timeout=120).values()) == {"CANCELLED"}
 

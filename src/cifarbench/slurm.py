@@ -27,6 +27,7 @@ TEMPLATE = Path(__file__).resolve().parents[2] / "slurm" / "run.sbatch"
 JOBS_FILE = "slurm-jobs.json"
 PLAIN_TOKEN = re.compile(r"^[A-Za-z0-9_.:@%+=-]+$")
 TIME = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$")
+LIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "RESIZING", "SUSPENDED"}
 SLURM_KEYS = {"partition", "account", "qos", "time", "cpus_per_task", "constraint", "signal_seconds"}
 
 
@@ -79,11 +80,13 @@ def write_scripts(matrix: Matrix, results_dir: Path, overrides: Optional[dict[st
 
 
 def submit(scripts: dict[str, Path], results_dir: Path) -> dict[str, str]:
-    """sbatch each script (working directory: the results directory); records run id -> job id."""
+    """sbatch each script (working directory: the results directory); records run id -> job id.
+    Runs with a result, and runs whose job is still queued or running (e.g. requeued), are not submitted again."""
     (results_dir / "logs").mkdir(parents=True, exist_ok=True)
     jobs = load_jobs(results_dir)
+    live = {job for job, state in job_states(list(jobs.values())).items() if state in LIVE_STATES}
     for run_id, script in scripts.items():
-        if record_status(results_dir, run_id) in RESULT_STATUSES:
+        if record_status(results_dir, run_id) in RESULT_STATUSES or jobs.get(run_id) in live:
             continue
         out = _slurm(["sbatch", "--parsable", str(script)], cwd=results_dir)
         jobs[run_id] = out.split(";")[0].strip()
