@@ -11,6 +11,7 @@ setup:
 
 demo: setup
 	$(CLI) run bench/matrices/tiny-cpu.yaml --output_dir demo-results
+	$(CLI) report demo-results/tiny-cpu
 
 test:
 	bash scripts/test.sh

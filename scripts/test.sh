@@ -4,6 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# headless Chromium for the HTML report test (driven by Playwright; its own browser download needs a network)
+if ! command -v chromium >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
 state=$(mktemp -d /tmp/cifarbench-slurm.XXXXXX)
 trap 'bash scripts/slurm-stop.sh "$state"' EXIT
 eval "$(bash scripts/slurm-start.sh "$state")"   # exports SLURM_CONF

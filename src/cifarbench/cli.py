@@ -12,7 +12,7 @@ import re
 import sys
 from dataclasses import fields
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -68,6 +68,16 @@ def build_parser() -> ArgumentParser:
         sub.add_argument("file", type=str)
         sub.add_argument("--output_dir", type=str, default="results")
         subcommands.add_subcommand(name, sub)
+    report = ArgumentParser(description="Compare the runs under one or more results directories: terminal "
+                            "table, CSV/Markdown and one self-contained HTML report (its path is the last line).",
+                            exit_on_error=False)
+    report.add_argument("results", type=str, nargs="+", help="results directories (or record.json files)")
+    report.add_argument("--output", type=Optional[str], default=None, help="default: <first results dir>/report")
+    report.add_argument("--baseline", type=Optional[str], default=None,
+                        help="a run id or configuration label: the others are shown as speed-ups against it")
+    report.add_argument("--wandb", type=Literal["auto", "offline", "online", "disabled"], default="auto",
+                        help="auto: a W&B run of job type report, in the mode the runs used, if they used W&B")
+    subcommands.add_subcommand("report", report)
     board = ArgumentParser(description="Serve a run's profiler traces with TensorBoard on 127.0.0.1.", exit_on_error=False)
     board.add_argument("run_dir", type=str)
     board.add_argument("--port", type=int, default=6006)
@@ -107,6 +117,10 @@ def execute(command: str, args) -> tuple[Optional[str], int]:
         return None, 0 if any(r.error is None for r in matrix.runs) else 1
     if command in ("submit", "status", "cancel"):
         return slurm_command(command, args)
+    if command == "report":
+        from .report import build_report
+
+        return str(build_report(args.results, args.output and Path(args.output), args.baseline, args.wandb)), 0
     if command == "run":
         from .matrix import load_matrix
         from .record import RESULT_STATUSES

@@ -1,0 +1,150 @@
+"""The report's figures, one function each, from the run and summary tables (matplotlib, no display)."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from .aggregate import TRAINED_TO_THE_END, missing  # noqa: E402
+
+
+def _figure(title: str, width: float = 7.5, height: float = 4.2) -> tuple[Figure, Any]:
+    fig, ax = plt.subplots(figsize=(width, height), layout="constrained")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return fig, ax
+
+
+def _empty(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="grey")
+
+
+def _name(row) -> str:
+    """Configuration label and GPU count, wrapped so that long labels do not squeeze the axes."""
+    return textwrap.fill(f"{row['label']} ({row['gpus']} GPU)", width=36)
+
+
+def throughput_scaling(summary: pd.DataFrame) -> Figure:
+    """Images/s against GPU count per configuration, with the ideal line through its 1-GPU point."""
+    fig, ax = _figure("Throughput vs GPU count (median over runs; dashed: ideal linear scaling)")
+    plotted = False
+    for label, rows in summary.groupby("label", sort=True):
+        rows = rows.dropna(subset=["images_per_sec"]).sort_values("gpus")
+        if rows.empty:
+            continue
+        line, = ax.plot(rows["gpus"], rows["images_per_sec"], marker="o", label=label)
+        one = rows[rows["gpus"] == 1]
+        if not one.empty:
+            ax.plot(rows["gpus"], one["images_per_sec"].iloc[0] * rows["gpus"], linestyle="--", color=line.get_color(),
+                    alpha=0.6)
+        plotted = True
+    if plotted:
+        ax.set_xticks(sorted(summary["gpus"].unique()))
+        ax.legend(fontsize=8)
+    else:
+        _empty(ax, "no run has a steady-state throughput")
+    ax.set_xlabel("GPUs (devices x nodes)")
+    ax.set_ylabel("images/s (whole job)")
+    return fig
+
+
+def time_to_target(runs: pd.DataFrame, summary: pd.DataFrame) -> Figure:
+    """Each run's time to target (dots), the median (bar) and the IQR (line); runs that did not reach the
+    target are marked at the right edge, never placed at a time."""
+    fig, ax = _figure("Time to target (dots: runs; bar: median; band: IQR)",
+                      height=max(2.5, 0.7 * len(summary) + 1.5))
+    finite = runs["time_to_target"].dropna()
+    right = (finite.max() * 1.15) if not finite.empty else 1.0
+    for y, (_, row) in enumerate(summary.iterrows()):
+        mine = runs[runs["configuration"] == row["configuration"]]
+        times = mine["time_to_target"].dropna()
+        ax.scatter(times, [y] * len(times), color="C0", zorder=3)
+        if not missing(row["ttt_median"]):
+            ax.plot([row["ttt_q1"], row["ttt_q3"]], [y, y], color="C0", linewidth=3, alpha=0.4)
+            ax.plot([row["ttt_median"]] * 2, [y - 0.3, y + 0.3], color="C3", linewidth=2)
+        missed = len(mine) - len(times)
+        if missed:
+            ax.scatter([right], [y], marker="x", color="C3", zorder=3)
+            ax.annotate(f"{missed} not reached", (right, y), textcoords="offset points", xytext=(-6, 7), ha="right",
+                        fontsize=8, color="C3")
+    ax.set_yticks(range(len(summary)), [_name(r) for _, r in summary.iterrows()])
+    ax.set_xlim(0, right * 1.05)
+    ax.set_xlabel("seconds to target accuracy (validation included)")
+    return fig
+
+
+def accuracy_vs_time(runs: pd.DataFrame, curves: dict[str, list[dict[str, Any]]]) -> Figure:
+    """Validation accuracy against wall-clock time for every run: the DAWNBench view."""
+    fig, ax = _figure("Validation accuracy vs wall-clock time (every run; dotted: target)", height=5.0)
+    colours = {name: f"C{i % 10}" for i, name in enumerate(sorted({_name(run) for _, run in runs.iterrows()}))}
+    seen = set()
+    for _, run in runs.iterrows():
+        curve = curves.get(run["key"]) or []
+        if not curve:
+            continue
+        name = _name(run)
+        ax.plot([p["seconds"] for p in curve], [p["val_acc"] for p in curve], marker=".", color=colours[name],
+                alpha=0.8, label=None if name in seen else name)
+        seen.add(name)
+    for target in runs["target"].dropna().unique():
+        ax.axhline(target, linestyle=":", color="grey")
+    if seen:
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    else:
+        _empty(ax, "no run has a validation curve")
+    ax.set_xlabel("seconds since the start of fit")
+    ax.set_ylabel("validation accuracy")
+    return fig
+
+
+def pareto(summary: pd.DataFrame) -> Figure:
+    """Median time to target against best accuracy per configuration; the frontier joins the
+    configurations no other beats on both (faster and at least as accurate)."""
+    points = summary.dropna(subset=["ttt_median", "best_val_acc"]).sort_values(["ttt_median", "best_val_acc"],
+                                                                                 ascending=[True, False])
+    left_out = len(summary) - len(points)
+    fig, ax = _figure("Pareto: time to target vs accuracy" + (f" ({left_out} configuration(s) never reached it)"
+                                                               if left_out else ""))
+    frontier, best = [], -1.0
+    for _, row in points.iterrows():
+        if row["best_val_acc"] > best:
+            frontier.append(row)
+            best = row["best_val_acc"]
+    ax.scatter(points["ttt_median"], points["best_val_acc"], color="C0", zorder=3)
+    for _, row in points.iterrows():
+        ax.annotate(_name(row), (row["ttt_median"], row["best_val_acc"]), textcoords="offset points", xytext=(4, 4),
+                    fontsize=7)
+    if frontier:
+        ax.step([r["ttt_median"] for r in frontier], [r["best_val_acc"] for r in frontier], where="post", color="C3",
+                label="Pareto frontier")
+        ax.scatter([r["ttt_median"] for r in frontier], [r["best_val_acc"] for r in frontier], color="C3", zorder=4)
+        ax.legend(fontsize=8)
+    else:
+        _empty(ax, "no configuration reached the target")
+    ax.set_xlabel("median seconds to target")
+    ax.set_ylabel("best validation accuracy (median)")
+    return fig
+
+
+def data_wait(runs: pd.DataFrame) -> Figure:
+    """Share of training-step time spent waiting for data, per data path (bars: median; dots: runs)."""
+    fig, ax = _figure("Data-wait share of step time per data path (steady state)")
+    trained = runs[runs["status"].isin(TRAINED_TO_THE_END)].dropna(subset=["data_stall"])
+    if trained.empty:
+        _empty(ax, "no run has data-wait measurements")
+        return fig
+    paths = sorted(trained["data_path"].astype(str).unique())
+    for x, path in enumerate(paths):
+        values = trained[trained["data_path"].astype(str) == path]["data_stall"] * 100
+        ax.bar(x, values.median(), color="C1", alpha=0.6)
+        ax.scatter([x] * len(values), values, color="C1", zorder=3)
+    ax.set_xticks(range(len(paths)), paths)
+    ax.set_ylabel("% of step time waiting for the batch")
+    return fig
