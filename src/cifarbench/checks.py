@@ -19,6 +19,9 @@ RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CLUSTER_VARIABLES = ("SLURM_NNODES", "WORLD_SIZE", "MASTER_ADDR")
 
 
+LR_FIND_MIN_STEPS = 15
+
+
 def check_config(cfg: RunConfig) -> None:
     check_values(cfg)
     check_machine(cfg.trainer)
@@ -56,8 +59,24 @@ def check_values(cfg: RunConfig) -> None:
         raise ConfigError("optim.weight_decay", cfg.optim.weight_decay, "must be 0 or more (or null for the optimizer's default)")
     if not 0 < cfg.measure.target_accuracy <= 1:
         raise ConfigError("measure.target_accuracy", cfg.measure.target_accuracy, "must be in (0, 1], e.g. 0.93")
+    check_lr_find(cfg)
     if cfg.output.run_id is not None and not RUN_ID_PATTERN.match(cfg.output.run_id):
         raise ConfigError("output.run_id", cfg.output.run_id, "use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit")
+
+
+def check_lr_find(cfg: RunConfig) -> None:
+    f = cfg.lr_find
+    if not f.min_lr > 0:
+        raise ConfigError("lr_find.min_lr", f.min_lr, "must be greater than 0 (the sweep is exponential)")
+    if not f.max_lr > f.min_lr:
+        raise ConfigError("lr_find.max_lr", f.max_lr, f"must be greater than lr_find.min_lr ({f.min_lr})")
+    if f.steps < LR_FIND_MIN_STEPS:
+        raise ConfigError("lr_find.steps", f.steps, f"at least {LR_FIND_MIN_STEPS}: the suggestion skips the first 10 points")
+    if f.early_stop_threshold is not None and not f.early_stop_threshold > 1:
+        raise ConfigError("lr_find.early_stop_threshold", f.early_stop_threshold, "must be above 1 (or null: never stop)")
+    if f.enabled and cfg.trainer.devices * cfg.trainer.num_nodes > 1:
+        raise ConfigError("lr_find.enabled", f.enabled, "only for 1-device runs: run `cifarbench lr-find` first and "
+                          "add its lr_find.yaml with -c")
 
 
 def resolved_accelerator(t: TrainerConfig) -> str:

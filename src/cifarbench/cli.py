@@ -6,31 +6,20 @@
 
 from __future__ import annotations
 
-import difflib
 import os
-import re
 import sys
-from dataclasses import fields
 from pathlib import Path
 from typing import Literal, Optional
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ArgumentParser
 from jsonargparse import ArgumentError
 
-from .config import RunConfig
+from .config_parser import config_parser, explain_argument_error, run_config
 from .errors import CifarbenchError
 
 SUBMIT_OVERRIDES = ("partition", "account", "qos", "time", "cpus_per_task", "signal_seconds")  # over the matrix's slurm:
-
-def config_parser(description: str) -> ArgumentParser:
-    """A subcommand that takes the run config: ``-c FILE`` and ``--section.field value`` overrides."""
-    parser = ArgumentParser(description=description, exit_on_error=False)
-    parser.add_argument("-c", "--config", action=ActionConfigFile, help="YAML config file(s), later ones win")
-    parser.add_class_arguments(RunConfig, nested_key=None, as_group=False)
-    return parser
-
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="cifarbench", description=__doc__.splitlines()[0], exit_on_error=False)
@@ -68,6 +57,17 @@ def build_parser() -> ArgumentParser:
         sub.add_argument("file", type=str)
         sub.add_argument("--output_dir", type=str, default="results")
         subcommands.add_subcommand(name, sub)
+    subcommands.add_subcommand("lr-find", config_parser(
+        "LR range test on a throw-away copy of the config's model: plot, and a suggestion for optim.max_lr "
+        "(last line: lr_find.yaml, for `fit -c`)."))
+    analyze = ArgumentParser(description="Evaluate a finished run's checkpoint on its test split: misclassified "
+                             "gallery, GradCAM overlays, confusion matrix (PNGs in <run dir>/analysis/).",
+                             exit_on_error=False)
+    analyze.add_argument("run_dir", type=str)
+    analyze.add_argument("--target_layer", type=str, default="net.layer3", help="GradCAM layer (a module name)")
+    analyze.add_argument("--gallery_size", type=int, default=20, help="most confident mistakes shown")
+    analyze.add_argument("--checkpoint", type=Optional[str], default=None, help="default: checkpoints/last.ckpt")
+    subcommands.add_subcommand("analyze", analyze)
     report = ArgumentParser(description="Compare the runs under one or more results directories: terminal "
                             "table, CSV/Markdown and one self-contained HTML report (its path is the last line).",
                             exit_on_error=False)
@@ -83,20 +83,6 @@ def build_parser() -> ArgumentParser:
     board.add_argument("--port", type=int, default=6006)
     subcommands.add_subcommand("tensorboard", board)
     return parser
-
-
-def run_config(namespace) -> RunConfig:
-    return RunConfig(**{f.name: getattr(namespace, f.name) for f in fields(RunConfig)})
-
-
-def config_from_dict(values: dict) -> RunConfig:
-    """A RunConfig from a nested dict, type-checked as the CLI checks a YAML file."""
-    parser = build_parser()
-    fit_parser = _fit_parser(parser)
-    try:
-        return run_config(fit_parser.instantiate(fit_parser.parse_object(values)))
-    except ArgumentError as err:
-        raise CifarbenchError(explain_argument_error(str(err), parser)) from None
 
 
 def execute(command: str, args) -> tuple[Optional[str], int]:
@@ -117,6 +103,13 @@ def execute(command: str, args) -> tuple[Optional[str], int]:
         return None, 0 if any(r.error is None for r in matrix.runs) else 1
     if command in ("submit", "status", "cancel"):
         return slurm_command(command, args)
+    if command == "analyze":
+        from .analyze import analyze
+
+        checkpoint = Path(args.checkpoint) if args.checkpoint else None
+        result = analyze(Path(args.run_dir), args.target_layer, args.gallery_size, checkpoint)
+        print(f"test accuracy {result['test_accuracy']:.4f}; {result['misclassified_total']} misclassified")
+        return str(Path(args.run_dir) / "analysis"), 0
     if command == "report":
         from .report import build_report
 
@@ -137,6 +130,16 @@ def execute(command: str, args) -> tuple[Optional[str], int]:
 
         check_config(cfg)
         return str(write_betons(cfg.data, workers=max(cfg.data.num_workers, 1))), 0
+    if command == "lr-find":
+        from .checks import check_config
+        from .lr_find import lr_find
+        from .run import resolve_run_id
+
+        check_config(cfg)
+        out = Path(cfg.output.dir).expanduser() / resolve_run_id(cfg) / "lr_find"
+        result = lr_find(cfg, out)
+        print(f"suggested optim.max_lr: {result['suggestion']:.4g} ({result['points']} points, plot: {out / 'lr_find.png'})")
+        return str(out / "lr_find.yaml"), 0
     if command == "profile-data":
         from .profile_data import profile_data
 
@@ -155,37 +158,19 @@ def execute(command: str, args) -> tuple[Optional[str], int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = ["--print_config" if a == "--print-config" else a for a in (sys.argv[1:] if argv is None else argv)]
+    aliases = {"--print-config": ["--print_config"], "--lr-find": ["--lr_find.enabled", "true"]}
+    argv = [b for a in (sys.argv[1:] if argv is None else argv) for b in aliases.get(a, [a])]
     parser = build_parser()
     try:
         args = parser.instantiate(parser.parse_args(argv))
         last_line, code = execute(args.command, args[args.command])
     except ArgumentError as err:
-        return _fail(explain_argument_error(str(err), parser))
+        return _fail(explain_argument_error(str(err), parser._subcommands_action._name_parser_map["fit"]))
     except CifarbenchError as err:
         return _fail(str(err))
     if last_line is not None:
         print(last_line, flush=True)
     return code
-
-
-def explain_argument_error(message: str, parser: ArgumentParser) -> str:
-    """jsonargparse's multi-line message as one line: field, value, what is allowed, closest known name."""
-    message = " ".join(message.split())
-    unknown = re.search(r"(?:does not accept option|unrecognized arguments:) '?-*([\w.\-]+)", message)
-    if unknown:
-        name = unknown.group(1)
-        keys = sorted({key for action in _fit_parser(parser)._actions for key in [action.dest] if "." in key or key == "test"})
-        close = difflib.get_close_matches(name, keys, n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]}?" if close else "see `cifarbench fit --help` for the fields"
-        return f"{name}: unknown config field; {hint}"
-    typed = re.match(r'Parser key "([^"]+)": Expected a (.+?)\. Got value: (.+)$', message)
-    if typed:
-        key, expected, value = typed.groups()
-        literal = re.match(r"typing\.Literal\[(.*)\]", expected)
-        allowed = "one of " + literal.group(1).replace("'", "") if literal else re.sub(r"<class '(\w+)'>", r"\1", expected)
-        return f"{key}={value.strip(chr(34))!r}: expected {allowed}"
-    return message
 
 
 def slurm_command(command: str, args) -> tuple[Optional[str], int]:
@@ -228,10 +213,6 @@ def slurm_command(command: str, args) -> tuple[Optional[str], int]:
                       record_status(results, run.run_id) or "-")
     Console(width=160).print(table)
     return None, 0
-
-
-def _fit_parser(parser: ArgumentParser) -> ArgumentParser:
-    return parser._subcommands_action._name_parser_map["fit"]
 
 
 def _fail(message: str) -> int:

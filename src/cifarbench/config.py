@@ -124,6 +124,17 @@ class ProfilerConfig:
 
 
 @dataclass
+class LRFindConfig:
+    """The LR range test: `cifarbench lr-find`, or first thing in `fit` with ``enabled``."""
+
+    enabled: bool = False  # fit: run the range test first and train with its suggestion as optim.max_lr
+    min_lr: float = 1e-7  # the exponential sweep's start ...
+    max_lr: float = 10.0  # ... and end, as the seed's range test
+    steps: int = 200  # training steps of the sweep (fewer when it stops early)
+    early_stop_threshold: Optional[float] = 4.0  # stop once the loss exceeds this multiple of the best; null: never
+
+
+@dataclass
 class OutputConfig:
     dir: str = "results"  # each run writes <dir>/<run_id>/
     run_id: Optional[str] = None  # None: <name>-<timestamp>, shared by every rank of the job
@@ -141,6 +152,7 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     profiler: ProfilerConfig = field(default_factory=ProfilerConfig)
+    lr_find: LRFindConfig = field(default_factory=LRFindConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     test: bool = True  # evaluate the test set after training
 

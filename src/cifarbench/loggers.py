@@ -52,10 +52,14 @@ def build_loggers(cfg: RunConfig, run_id: str, run_dir: Path, restart: int = 0) 
     return loggers
 
 
-def finish_wandb(loggers: list[Logger], record: dict[str, Any]) -> None:
-    """Headline numbers into the W&B run summary, then close the run so its files are complete."""
+def finish_wandb(loggers: list[Logger], record: dict[str, Any], images: Optional[dict[str, Path]] = None) -> None:
+    """The training plots and headline numbers into the W&B run, then close it so its files are complete."""
     for logger in loggers:
         if isinstance(logger, WandbLogger):
+            import wandb
+
+            if images:
+                logger.experiment.log({f"plots/{name}": wandb.Image(str(path)) for name, path in images.items()})
             logger.experiment.summary.update({
                 "status": record["status"],
                 "time_to_target": record["time_to_target"].get("seconds"),

@@ -27,7 +27,9 @@ from typing import Any, Optional
 
 import yaml
 
+from .checks import check_config
 from .config import RunConfig
+from .config_parser import config_from_dict
 from .errors import CifarbenchError, ConfigError
 
 MATRIX_KEYS = {"name", "base", "config", "axes", "exclude", "slurm"}
@@ -92,9 +94,6 @@ def load_matrix(path: str | Path, results_root: Optional[str | Path] = None) -> 
 
 def validate_runs(matrix: Matrix) -> None:
     """Sets each run's ``error`` to the one-line reason it cannot run on this machine (None when it can)."""
-    from .checks import check_config
-    from .cli import config_from_dict
-
     for run in matrix.runs:
         try:
             check_config(config_from_dict(run.config))

@@ -27,7 +27,8 @@ from .data import build_datamodule
 from .data.module import CifarDataModule
 from .environment import collect_environment
 from .record import atomic_write_text, write_record
-from .run import build_trainer, new_record, resolve_run_id
+from .run import new_record, resolve_run_id
+from .trainer import build_trainer
 from .training import CifarClassifier
 
 

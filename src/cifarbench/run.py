@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import traceback
+from dataclasses import replace
 import warnings
 from datetime import datetime
 from pathlib import Path
@@ -12,11 +13,11 @@ from typing import Any, Optional
 import lightning as L
 import torch
 from lightning.fabric.utilities.rank_zero import _get_rank
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.profilers import PyTorchProfiler
-from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from rich.console import Console
 
 from .callbacks.data_wait import DataWait
 from .callbacks.divergence import DivergenceGuard
@@ -24,13 +25,16 @@ from .callbacks.environment import EnvironmentInfo
 from .callbacks.throughput import SteadyStateThroughput
 from .callbacks.time_to_accuracy import TimeToAccuracy
 from .checks import check_config
-from .config import RunConfig, TrainerConfig
+from .config import RunConfig
 from .data import build_datamodule
 from .data.sources import prepare_source
 from .loggers import build_loggers, finish_wandb
+from .lr_find import lr_find
 from .model import count_parameters, flops_per_image
 from .preemption import discard_hpc_checkpoints, earlier_attempts, hpc_checkpoint, new_attempt, resume_checkpoint
 from .record import atomic_write_text, final_status, new_record, now, time_to_target, write_record
+from .trainer import build_trainer
+from .training_curves import write_training_curves
 from .training import CifarClassifier
 
 RUN_ID_VARIABLE = "CIFARBENCH_RUN_ID"  # inherited by the DDP worker processes Lightning launches
@@ -45,6 +49,11 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
     prepare_source(cfg.data)
     run_id = resolve_run_id(cfg)
     run_dir = Path(cfg.output.dir).expanduser() / run_id
+    found_lr = None
+    if cfg.lr_find.enabled:  # 1-device runs only (checked): the resolved config trains at the suggestion
+        found_lr = lr_find(cfg, run_dir / "lr_find")
+        cfg = replace(cfg, optim=replace(cfg.optim, max_lr=found_lr["suggestion"]),
+                      lr_find=replace(cfg.lr_find, enabled=False))
     is_zero = _get_rank() in (None, 0)
     first_started, attempts = earlier_attempts(run_dir, run_id) if is_zero else (None, [])
     started = first_started or now()
@@ -65,7 +74,8 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
     data_wait, divergence = DataWait(cfg.measure.warmup_steps), DivergenceGuard()
     env = EnvironmentInfo()  # the config sits at the record's top level
     loggers = build_loggers(cfg, run_id, run_dir, restart=len(attempts) - 1)
-    trainer = build_trainer(cfg.trainer, run_dir, [throughput, tta, data_wait, divergence, env, RichProgressBar()], loggers,
+    callbacks = [throughput, tta, data_wait, divergence, env, LearningRateMonitor(logging_interval="step"), RichProgressBar()]
+    trainer = build_trainer(cfg.trainer, run_dir, callbacks, loggers,
                             log_every_n_steps=min(50, train_steps_per_epoch(cfg)),
                             profiler=build_profiler(cfg, run_id, run_dir))
 
@@ -92,6 +102,7 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
                         attempts=attempts, divergence=divergence.summary, environment=env.summary,
                         throughput=throughput.summary, time_to_target=time_to_target(tta.summary, throughput.summary),
                         data_wait=data_wait.summary, accuracy=accuracy, curve=tta.curve,
+                        lr_find=found_lr and {k: v for k, v in found_lr.items() if k not in ("lr", "loss")},
                         model={"parameters": count_parameters(module.net),
                                "forward_flops_per_image": flops_per_image(cfg.model.width),
                                "train_flops_per_image": throughput.train_flops_per_image})
@@ -99,7 +110,8 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
     if trainer.is_global_zero:
         write_record(run_dir, record)
         if not requeued:  # a requeued run's W&B run goes on in the next attempt (Lightning finalised it on SIGUSR1)
-            finish_wandb(loggers, record)
+            plots = write_training_curves(run_dir, Console()) if trainer.global_step else {}
+            finish_wandb(loggers, record, plots)
     return path, record
 
 
@@ -110,27 +122,6 @@ def resolve_run_id(cfg: RunConfig) -> str:
         run_id = f"{cfg.output.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     os.environ[RUN_ID_VARIABLE] = run_id
     return run_id
-
-
-def build_strategy(t: TrainerConfig) -> str | DDPStrategy:
-    if t.strategy == "auto":
-        return "auto"
-    return DDPStrategy(start_method="spawn" if t.strategy == "ddp_spawn" else "popen",
-                       gradient_as_bucket_view=t.ddp.gradient_as_bucket_view, static_graph=t.ddp.static_graph,
-                       bucket_cap_mb=t.ddp.bucket_cap_mb, find_unused_parameters=t.ddp.find_unused_parameters)
-
-
-def build_trainer(t: TrainerConfig, run_dir: Path, callbacks: list, loggers: list[Logger], **overrides: Any) -> L.Trainer:
-    """The Lightning Trainer for the strategy knobs; ``overrides`` go to ``L.Trainer`` as they are."""
-    if t.checkpoint:
-        callbacks = [*callbacks, ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)]
-    return L.Trainer(
-        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=build_strategy(t),
-        precision=t.precision, sync_batchnorm=t.sync_batchnorm, benchmark=t.cudnn_benchmark, max_epochs=t.epochs,
-        callbacks=callbacks, logger=loggers, enable_checkpointing=t.checkpoint, default_root_dir=run_dir,
-        num_sanity_val_steps=0,  # keeps validation out of the time before the first training step
-        **overrides,
-    )
 
 
 def build_profiler(cfg: RunConfig, run_id: str, run_dir: Path) -> Optional[PyTorchProfiler]:
