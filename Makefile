@@ -4,7 +4,7 @@ CLI := .venv/bin/cifarbench
 export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: setup demo test
+.PHONY: setup demo test bench fast-recipe
 
 setup:
 	bash scripts/setup.sh
@@ -15,3 +15,9 @@ demo: setup
 
 test:
 	bash scripts/test.sh
+
+bench: setup
+	bash scripts/bench.sh
+
+fast-recipe: setup
+	bash scripts/fast-recipe.sh

@@ -118,3 +118,29 @@ def test_the_installed_command_refuses_with_one_line_and_exit_2(tmp_path):
     assert result.returncode == 2
     assert result.stdout.strip() == ("cifarbench: error: trainer.precision='16-mixed': fp16 autocast needs a CUDA GPU; "
                                      "on CPU use bf16-mixed or 32-true")
+
+
+def test_flip_tta_evaluates_the_mean_of_each_image_and_its_mirror():
+    from cifarbench.config import ModelConfig, OptimConfig
+    from cifarbench.training import CifarClassifier
+
+    module = CifarClassifier(ModelConfig(width=4, tta_flip=True), OptimConfig()).eval()
+    module.log = lambda *args, **kwargs: None  # no Trainer here
+    seen = []
+    net = module.net
+    module.net = lambda x: seen.append(x) or net(x)
+    images, labels = torch.randn(3, 3, 32, 32), torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        module._step((images, labels), "val", module.val_acc)
+        expected = (net(images) + net(images.flip(-1))) / 2
+        assert len(seen) == 2 and torch.equal(seen[1], images.flip(-1))
+        assert module.val_acc.compute() == (expected.argmax(1) == labels).float().mean()
+        module._step((images, labels), "train", module.train_acc)  # training sees the image once
+    assert len(seen) == 3
+
+
+def test_stop_at_target_ends_training_at_the_first_validation_that_reaches_it(tmp_path):
+    _, record = fit(tiny_config(tmp_path, measure={"target_accuracy": 0.2, "warmup_steps": 2, "stop_at_target": True},
+                                trainer={"epochs": 6}))
+    assert record["status"] == "completed"
+    assert record["accuracy"]["epochs_completed"] == record["time_to_target"]["epoch"] < 6

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import torch
@@ -34,6 +35,7 @@ def check_values(cfg: RunConfig) -> None:
                         ("data.val_size", cfg.data.val_size), ("trainer.devices", cfg.trainer.devices),
                         ("trainer.num_nodes", cfg.trainer.num_nodes), ("trainer.epochs", cfg.trainer.epochs),
                         ("trainer.ddp.bucket_cap_mb", cfg.trainer.ddp.bucket_cap_mb),
+                        ("trainer.ddp.timeout_seconds", cfg.trainer.ddp.timeout_seconds),
                         ("data.synthetic_train_size", cfg.data.synthetic_train_size),
                         ("data.synthetic_test_size", cfg.data.synthetic_test_size),
                         ("data.train_subset", cfg.data.train_subset), ("data.test_subset", cfg.data.test_subset)]:
@@ -49,6 +51,10 @@ def check_values(cfg: RunConfig) -> None:
     for name, value in [("model.dropout", cfg.model.dropout), ("optim.label_smoothing", cfg.optim.label_smoothing)]:
         if not 0 <= value < 1:
             raise ConfigError(name, value, "must be in [0, 1)")
+    if cfg.data.cutout_size > 32:
+        raise ConfigError("data.cutout_size", cfg.data.cutout_size, "at most 32: the hole must fit in a 32x32 image")
+    if not 1 <= cfg.data.ffcv.jpeg_quality <= 100:
+        raise ConfigError("data.ffcv.jpeg_quality", cfg.data.ffcv.jpeg_quality, "a JPEG quality is 1 to 100")
     if not 0 < cfg.optim.pct_start < 1:
         raise ConfigError("optim.pct_start", cfg.optim.pct_start, "must be in (0, 1): the fraction of steps before the peak")
     for name, value in [("optim.max_lr", cfg.optim.max_lr), ("optim.div_factor", cfg.optim.div_factor),
@@ -143,5 +149,8 @@ def check_data(cfg: RunConfig) -> None:
 def check_output(cfg: RunConfig) -> None:
     out = Path(cfg.output.dir).expanduser()
     existing = next((p for p in [out, *out.parents] if p.exists()), None)
-    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):
-        raise ConfigError("output.dir", cfg.output.dir, "is not a writable directory (nor inside one)")
+    try:  # a real write (os.access says yes to root everywhere, /proc included); nothing stays behind
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except (OSError, TypeError):
+        raise ConfigError("output.dir", cfg.output.dir, "is not a writable directory (nor inside one)") from None

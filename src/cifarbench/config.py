@@ -18,6 +18,7 @@ COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 class ModelConfig:
     width: int = 64  # prep-layer channels; 64 is the seed's network (6,573,120 params)
     dropout: float = 0.0
+    tta_flip: bool = False  # evaluate on the mean logits of each image and its mirror image (test-time augmentation)
 
 
 @dataclass
@@ -87,6 +88,8 @@ class DDPConfig:
     static_graph: bool = False
     bucket_cap_mb: int = 25
     find_unused_parameters: bool = False
+    # a collective waiting longer than this fails the job (a dead or stuck rank); compile warm-up must fit in it
+    timeout_seconds: int = 1800
 
 
 @dataclass
@@ -111,6 +114,7 @@ class TrainerConfig:
 class MeasureConfig:
     target_accuracy: float = 0.93  # validation accuracy that stops the time-to-target clock
     warmup_steps: int = 5  # first training steps (compile included) kept out of steady-state throughput
+    stop_at_target: bool = False  # end training at the first validation at the target (DAWNBench's rule)
 
 
 @dataclass

@@ -17,3 +17,7 @@ class ConfigError(CifarbenchError):
 
 class DataError(CifarbenchError):
     """A data set that is missing or unreadable: names the path and how to get the data."""
+
+
+class DiskFullError(CifarbenchError):
+    """No space left while writing a file: the previous version of the file is kept."""

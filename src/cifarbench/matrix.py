@@ -67,6 +67,9 @@ def load_matrix(path: str | Path, results_root: Optional[str | Path] = None) -> 
     base = _load_base(path, spec.get("base"))
     _merge(base, spec.get("config") or {})
     axes: dict[str, list] = spec.get("axes") or {}
+    if not axes:
+        raise ConfigError("matrix.axes", spec.get("axes"), "the matrix is empty: give at least one axis "
+                          "(one configuration is a run: `cifarbench fit -c`)")
     for key, values in axes.items():
         _check_field(key)
         if not isinstance(values, list) or not values:
@@ -76,7 +79,7 @@ def load_matrix(path: str | Path, results_root: Optional[str | Path] = None) -> 
         for key in rule:
             _check_field(key)
     runs = []
-    for combo in itertools.product(*axes.values()) if axes else [()]:
+    for combo in itertools.product(*axes.values()):
         overrides = dict(zip(axes, combo))
         if any(all(overrides.get(k) == v for k, v in rule.items()) for rule in excludes):
             continue

@@ -6,12 +6,15 @@ previous record or the new one, never half of one.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional
+
+from .errors import DiskFullError
 
 if TYPE_CHECKING:
     from .config import RunConfig
@@ -25,24 +28,34 @@ RESULT_STATUSES = ("completed", "not-reached", "diverged")
 UNFINISHED_STATUSES = ("running", "requeued")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Writes ``path`` all or nothing: ``write`` fills a temporary file in the same directory, which is
+    fsync'ed and renamed over ``path``. A crash or a full disk leaves the previous file as it was; a full
+    disk raises DiskFullError naming the file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; records are for everyone to read
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            raise DiskFullError(f"no space left on the device of {path.parent} while writing {path.name}; "
+                                f"the previous {path.name} is kept (free space, then resume the run)") from None
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def _umask() -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import traceback
+import time
 from dataclasses import replace
 import warnings
 from datetime import datetime
@@ -13,7 +13,7 @@ from typing import Any, Optional
 import lightning as L
 import torch
 from lightning.fabric.utilities.rank_zero import _get_rank
-from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.profilers import PyTorchProfiler
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -22,6 +22,9 @@ from rich.console import Console
 from .callbacks.data_wait import DataWait
 from .callbacks.divergence import DivergenceGuard
 from .callbacks.environment import EnvironmentInfo
+from .callbacks.error_log import ErrorLog
+from .callbacks.progress import ThrottledRichProgressBar
+from .callbacks.rank_watchdog import RankWatchdog
 from .callbacks.throughput import SteadyStateThroughput
 from .callbacks.time_to_accuracy import TimeToAccuracy
 from .checks import check_config
@@ -31,13 +34,14 @@ from .data.sources import prepare_source
 from .loggers import build_loggers, finish_wandb
 from .lr_find import lr_find
 from .model import count_parameters, flops_per_image
-from .preemption import discard_hpc_checkpoints, earlier_attempts, hpc_checkpoint, new_attempt, resume_checkpoint
+from .attempts import discard_hpc_checkpoints, earlier_attempts, hpc_checkpoint, new_attempt, resume_checkpoint
 from .record import atomic_write_text, final_status, new_record, now, time_to_target, write_record
 from .trainer import build_trainer
 from .training_curves import write_training_curves
 from .training import CifarClassifier
 
 RUN_ID_VARIABLE = "CIFARBENCH_RUN_ID"  # inherited by the DDP worker processes Lightning launches
+RESUME_VARIABLE = "CIFARBENCH_RESUME_FROM"  # likewise: "" (new run) or <1 if Lightning finds it itself, else 0><path>
 # The module's on_after_batch_transfer (channels_last) is meant to win over the datamodule's.
 warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer`")
 warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")  # Lightning 2.6 on torch 2.14: not ours to fix
@@ -55,11 +59,13 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
         cfg = replace(cfg, optim=replace(cfg.optim, max_lr=found_lr["suggestion"]),
                       lr_find=replace(cfg.lr_find, enabled=False))
     is_zero = _get_rank() in (None, 0)
-    first_started, attempts = earlier_attempts(run_dir, run_id) if is_zero else (None, [])
+    resumed_from, lightning_finds_it = resolve_resume(run_dir, run_id)
+    first_started, attempts = earlier_attempts(run_dir, run_id, resumed_from is not None) if is_zero else (None, [])
     started = first_started or now()
-    resumed_from = resume_checkpoint(run_dir)
     attempts.append(new_attempt(now(), resumed_from))
     if is_zero:
+        for stale in run_dir.glob("error-rank*.log"):  # an earlier attempt's
+            stale.unlink()
         atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
         write_record(run_dir, new_record(cfg, run_id, "running", started_at=started, restarts=len(attempts) - 1,
                                          attempts=attempts))
@@ -70,18 +76,26 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
     datamodule = build_datamodule(cfg.data, seed=cfg.trainer.seed)
     throughput = SteadyStateThroughput(cfg.measure.warmup_steps, flops_per_image(cfg.model.width, training=True),
                                        precision=cfg.trainer.precision)
-    tta = TimeToAccuracy(cfg.measure.target_accuracy, prior_seconds=attempts[-2]["clock_at_end"] if len(attempts) > 1 else None)
+    tta = TimeToAccuracy(cfg.measure.target_accuracy, prior_seconds=attempts[-2]["clock_at_end"] if len(attempts) > 1 else None,
+                         stop_at_target=cfg.measure.stop_at_target)
     data_wait, divergence = DataWait(cfg.measure.warmup_steps), DivergenceGuard()
     env = EnvironmentInfo()  # the config sits at the record's top level
     loggers = build_loggers(cfg, run_id, run_dir, restart=len(attempts) - 1)
-    callbacks = [throughput, tta, data_wait, divergence, env, LearningRateMonitor(logging_interval="step"), RichProgressBar()]
+    def record_dead_rank(rank: int, how: str) -> None:  # from the watchdog's thread, before Lightning kills the job
+        attempts[-1] |= {"ended_at": now(), "outcome": "failed", "error": how}
+        write_record(run_dir, new_record(cfg, run_id, "failed", started_at=started, error=f"{how}; the job was stopped",
+                                         failed_rank=rank, restarts=len(attempts) - 1, attempts=attempts))
+
+    watchdog = RankWatchdog(record_dead_rank)
+    callbacks = [throughput, tta, data_wait, divergence, env, LearningRateMonitor(logging_interval="step"),
+                 ThrottledRichProgressBar(), ErrorLog(run_dir), watchdog]
     trainer = build_trainer(cfg.trainer, run_dir, callbacks, loggers,
                             log_every_n_steps=min(50, train_steps_per_epoch(cfg)),
                             profiler=build_profiler(cfg, run_id, run_dir))
 
-    error, accuracy, requeued = None, {}, False
+    error, failed_rank, accuracy, requeued = None, None, {}, False
     try:
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=None if lightning_finds_it else resumed_from)
         discard_hpc_checkpoints(trainer, run_dir)
         accuracy = _accuracies(tta.curve, trainer)
         if trainer.interrupted:
@@ -93,12 +107,13 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
         if not requeued:
             error = "SIGTERM (cancelled, or out of time) with no new checkpoint to resume from"
     except Exception as err:  # the record says what failed; the CLI turns it into one line and exit 1
-        error = f"{type(err).__name__}: {err}"
-        (run_dir / f"error-rank{trainer.global_rank}.log").write_text(traceback.format_exc())
+        ErrorLog(run_dir).write(trainer.global_rank, err)
+        failed_rank, error = root_cause(run_dir, trainer.global_rank, trainer.world_size, err, watchdog)
 
     status = "requeued" if requeued else final_status(error, divergence.step is not None, tta.reached is not None)
     attempts[-1] |= {"ended_at": now(), "outcome": status, "error": error, "clock_at_end": tta.clock()}
-    record = new_record(cfg, run_id, status, started_at=started, error=error, restarts=len(attempts) - 1,
+    record = new_record(cfg, run_id, status, started_at=started, error=error, failed_rank=failed_rank,
+                        restarts=len(attempts) - 1,
                         attempts=attempts, divergence=divergence.summary, environment=env.summary,
                         throughput=throughput.summary, time_to_target=time_to_target(tta.summary, throughput.summary),
                         data_wait=data_wait.summary, accuracy=accuracy, curve=tta.curve,
@@ -115,9 +130,36 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
     return path, record
 
 
+def root_cause(run_dir: Path, rank: int, world_size: int, err: Exception, watchdog: RankWatchdog) -> tuple[int, str]:
+    """(rank, error) of what made the job fail: another rank's logged exception, else a rank the watchdog saw
+    die (a peer's death fails this rank's next collective within moments), else this rank's own error."""
+    own = f"{type(err).__name__}: {err}"
+    for _ in range(20):  # up to 2 s for a dying peer's log or the watchdog's next look
+        other = sorted((r, text) for r, text in ErrorLog.read(run_dir).items() if r != rank)
+        if other:
+            return other[0][0], f"rank {other[0][0]}: {other[0][1]} (rank {rank} then: {type(err).__name__})"
+        if watchdog.failure:
+            return watchdog.failure[0], f"{watchdog.failure[1]} (rank {rank} then: {own})"
+        if world_size == 1:
+            break
+        time.sleep(0.1)
+    return rank, own
+
+
+def resolve_resume(run_dir: Path, run_id: str) -> tuple[Optional[Path], bool]:
+    """The checkpoint to resume from, decided once by the launching process and inherited by the DDP workers
+    it starts (which see the record it has already rewritten)."""
+    if RESUME_VARIABLE in os.environ:
+        value = os.environ[RESUME_VARIABLE]
+        return (Path(value[1:]), value[0] == "1") if value else (None, False)
+    checkpoint, lightning_finds_it = resume_checkpoint(run_dir, run_id)
+    os.environ[RESUME_VARIABLE] = f"{int(lightning_finds_it)}{checkpoint}" if checkpoint else ""
+    return checkpoint, lightning_finds_it
+
+
 def resolve_run_id(cfg: RunConfig) -> str:
     """The configured id, else the one the launching process chose (DDP workers), else a new one."""
-    run_id = cfg.output.run_id or os.environ.get(RUN_ID_VARIABLE)
+    run_id = cfg.output.run_id or (os.environ.get(RUN_ID_VARIABLE) if _get_rank() not in (None, 0) else None)
     if not run_id:
         run_id = f"{cfg.output.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     os.environ[RUN_ID_VARIABLE] = run_id

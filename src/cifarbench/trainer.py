@@ -2,21 +2,41 @@
 
 from __future__ import annotations
 
+import io
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.plugins import TorchCheckpointIO
 from lightning.pytorch.strategies import DDPStrategy
 
 from .config import TrainerConfig
+from .record import atomic_write
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's TorchCheckpointIO, writing through ``record.atomic_write``: temporary file, fsync, rename.
+
+    Lightning's own save goes through an fsspec transaction (a rename, but no fsync, and a full disk
+    surfaces as whatever fsspec raises); this keeps the previous checkpoint intact on a crash or a full
+    disk, and says which file could not be written.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
+        buffer = io.BytesIO()  # serialised first (as Lightning does): torch's zip writer hides a full disk's errno
+        torch.save(checkpoint, buffer)
+        atomic_write(Path(path), lambda f: f.write(buffer.getbuffer()))
 
 
 def build_strategy(t: TrainerConfig) -> str | DDPStrategy:
     if t.strategy == "auto":
         return "auto"
     return DDPStrategy(start_method="spawn" if t.strategy == "ddp_spawn" else "popen",
+                       timeout=timedelta(seconds=t.ddp.timeout_seconds),
                        gradient_as_bucket_view=t.ddp.gradient_as_bucket_view, static_graph=t.ddp.static_graph,
                        bucket_cap_mb=t.ddp.bucket_cap_mb, find_unused_parameters=t.ddp.find_unused_parameters)
 
@@ -30,5 +50,6 @@ def build_trainer(t: TrainerConfig, run_dir: Path, callbacks: list, loggers: lis
         precision=t.precision, sync_batchnorm=t.sync_batchnorm, benchmark=t.cudnn_benchmark, max_epochs=t.epochs,
         callbacks=callbacks, logger=loggers, enable_checkpointing=t.checkpoint, default_root_dir=run_dir,
         num_sanity_val_steps=0,  # keeps validation out of the time before the first training step
+        plugins=[AtomicCheckpointIO()],
         **overrides,
     )

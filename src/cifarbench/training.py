@@ -26,6 +26,7 @@ class CifarClassifier(L.LightningModule):
         self.save_hyperparameters({"model": asdict(model), "optim": asdict(optim),
                                    "channels_last": channels_last, "compile": compile})
         self.optim_cfg, self.channels_last, self.compile_mode = optim, channels_last, compile
+        self.tta_flip = model.tta_flip
         self.net = CustomResNet(model.width, model.dropout)
         self.train_acc, self.val_acc, self.test_acc = (MulticlassAccuracy(NUM_CLASSES, average="micro") for _ in range(3))
         self._configured = False
@@ -51,6 +52,8 @@ class CifarClassifier(L.LightningModule):
     def _step(self, batch, stage: str, accuracy: MulticlassAccuracy) -> torch.Tensor:
         images, labels = batch
         logits = self.net(images)
+        if stage != "train" and self.tta_flip:  # the mirror image is as likely as the image: average both views
+            logits = (logits + self.net(images.flip(-1))) / 2
         smoothing = self.optim_cfg.label_smoothing if stage == "train" else 0.0
         loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
         accuracy(logits, labels)

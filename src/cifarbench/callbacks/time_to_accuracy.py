@@ -22,10 +22,14 @@ class TimeToAccuracy(L.Callback):
     clock at the moment of the checkpoint come back with it (``state_dict``), and ``prior_seconds``, when
     known, is the clock at the end of the previous attempt, so work done after the checkpoint, lost and
     redone, stays on the clock (``lost_seconds``). Time spent queued and restarting is not on it.
+
+    With ``stop_at_target`` training ends at the first validation at the target, as DAWNBench's runs do.
     """
 
-    def __init__(self, target: float, monitor: str = "val/acc", prior_seconds: Optional[float] = None):
+    def __init__(self, target: float, monitor: str = "val/acc", prior_seconds: Optional[float] = None,
+                 stop_at_target: bool = False):
         self.target, self.monitor, self.prior_seconds = target, monitor, prior_seconds
+        self.stop_at_target = stop_at_target  # validation accuracy is synced, so every rank stops together
         self.curve: list[dict[str, Any]] = []
         self.reached: Optional[dict[str, Any]] = None
         self._t0: Optional[float] = None
@@ -71,6 +75,8 @@ class TimeToAccuracy(L.Callback):
         self.curve.append(point)
         if self.reached is None and point["val_acc"] >= self.target:
             self.reached = point
+        if self.reached is not None and self.stop_at_target:
+            trainer.should_stop = True
 
     @property
     def summary(self) -> dict[str, Any]:

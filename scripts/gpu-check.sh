@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The checks that need a GPU (bench/gpu_check.py), in under 8 minutes on one GPU; on a CPU-only machine
+# the GPU-only parts are skipped with a note. Writes OUT_DIR/gpu-check.json and gpu-check.md.
+#
+# Here: uses .venv (make setup). On the lent GPU machine (no network, only the working tree travels):
+# its python3 already has torch, Lightning, torchmetrics, rich, pandas and matplotlib; the rest comes as
+# wheels from .whl/ (made here by scripts/gpu-wheels.sh and carried), installed into /tmp, and cifarbench
+# runs from src/. A CIFAR-10 copy in .gpu-data/ (carried too) enables the time-to-accuracy run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-bench/results/gpu-check}
+if [ -x .venv/bin/python ]; then
+    py=.venv/bin/python
+else
+    py=python3
+    if compgen -G ".whl/*.whl" >/dev/null; then
+        $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/cifarbench-site .whl/*.whl
+        export PYTHONPATH=/tmp/cifarbench-site
+    fi
+    export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export NO_ALBUMENTATIONS_UPDATE=1 WANDB_MODE=disabled PYTHONUNBUFFERED=1
+data=()
+for candidate in .gpu-data/cifar10-jpeg.tar.gz ../shared/data/cifar10-jpeg.tar.gz; do
+    if [ -f "$candidate" ]; then data=(--data "$candidate"); break; fi
+done
+exec timeout 470 "$py" bench/gpu_check.py --out "$out" "${data[@]}"
