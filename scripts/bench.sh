@@ -16,7 +16,7 @@ $py -m pytest bench/test_data_path_throughput.py -q -p no:cacheprovider --benchm
 $py bench/data_path_table.py "$out/data_paths.json" > "$out/data_paths.md"
 bash scripts/gpu-check.sh "$out"
 {
-    echo "# cifarbench benchmarks: $(hostname -s), $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD)"
+    echo "# cifarbench benchmarks: $(hostname -s), $(date -u +%Y-%m-%dT%H:%MZ), commit $(git describe --always --dirty)"
     echo
     echo "Made by \`make bench\` (scripts/bench.sh). Machine: $($py -c 'from cifarbench.environment import collect_environment as c; e=c(); print(e["cpu"], e["gpu"])')"
     for part in harness_overhead knobs data_paths gpu-check; do

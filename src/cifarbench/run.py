@@ -76,11 +76,13 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
     datamodule = build_datamodule(cfg.data, seed=cfg.trainer.seed)
     throughput = SteadyStateThroughput(cfg.measure.warmup_steps, flops_per_image(cfg.model.width, training=True),
                                        precision=cfg.trainer.precision)
-    tta = TimeToAccuracy(cfg.measure.target_accuracy, prior_seconds=attempts[-2]["clock_at_end"] if len(attempts) > 1 else None,
+    previous_clock = attempts[-2]["clock_at_end"] if len(attempts) > 1 else None  # None: a new run, or unknown
+    tta = TimeToAccuracy(cfg.measure.target_accuracy, prior_seconds=previous_clock,
                          stop_at_target=cfg.measure.stop_at_target)
     data_wait, divergence = DataWait(cfg.measure.warmup_steps), DivergenceGuard()
     env = EnvironmentInfo()  # the config sits at the record's top level
     loggers = build_loggers(cfg, run_id, run_dir, restart=len(attempts) - 1)
+
     def record_dead_rank(rank: int, how: str) -> None:  # from the watchdog's thread, before Lightning kills the job
         attempts[-1] |= {"ended_at": now(), "outcome": "failed", "error": how}
         write_record(run_dir, new_record(cfg, run_id, "failed", started_at=started, error=f"{how}; the job was stopped",
@@ -113,8 +115,8 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
     status = "requeued" if requeued else final_status(error, divergence.step is not None, tta.reached is not None)
     attempts[-1] |= {"ended_at": now(), "outcome": status, "error": error, "clock_at_end": tta.clock()}
     record = new_record(cfg, run_id, status, started_at=started, error=error, failed_rank=failed_rank,
-                        restarts=len(attempts) - 1,
-                        attempts=attempts, divergence=divergence.summary, environment=env.summary,
+                        restarts=len(attempts) - 1, attempts=attempts, divergence=divergence.summary,
+                        environment=env.summary,
                         throughput=throughput.summary, time_to_target=time_to_target(tta.summary, throughput.summary),
                         data_wait=data_wait.summary, accuracy=accuracy, curve=tta.curve,
                         lr_find=found_lr and {k: v for k, v in found_lr.items() if k not in ("lr", "loss")},
