@@ -81,7 +81,8 @@ def run_row(record: dict[str, Any], path: Path) -> dict[str, Any]:
     gpus = int(cfg.get("trainer.devices", 1)) * int(cfg.get("trainer.num_nodes", 1))
     images = tp.get("images_per_sec")
     return {
-        "key": str(path.parent), "run_id": record.get("run_id"), "status": record.get("status"),
+        "key": str(path.parent), "run_id": record.get("run_id"), "name": cfg.get("output.name"),
+        "status": record.get("status"),
         "error": record.get("error"), "schema_version": record.get("schema_version"),
         "seed": cfg.get("trainer.seed"), "gpus": gpus, "data_path": cfg.get("data.path"),
         "scaling_group": _identity(cfg, NOT_CONFIGURATION | GPU_COUNT),
@@ -125,9 +126,13 @@ def _identity(cfg: dict[str, Any], leave_out: set[str]) -> str:
 
 
 def _label_configurations(runs: pd.DataFrame) -> pd.DataFrame:
-    """A short readable name per configuration (GPU count aside, a column of its own): what it changes
-    against the reference configuration, the one with the most runs, e.g. ``path=albumentations``. The
-    reference is named by its values of the fields that some configuration changes alone (``path=device``)."""
+    """A short readable name per configuration (GPU count aside, a column of its own): its ``output.name``
+    when every configuration has its own; else what it changes against the reference configuration, the
+    one with the most runs, e.g. ``path=albumentations``, the reference being named by its values of the
+    fields that some configuration changes alone (``path=device``)."""
+    names = runs.groupby("scaling_group")["name"].unique()
+    if len(names) > 1 and all(len(n) == 1 for n in names) and len({n[0] for n in names}) == len(names):
+        return runs.assign(label=runs["name"])  # each configuration was given its own output.name: use it
     groups = {g: json.loads(g) for g in runs["scaling_group"].unique()}
     reference = groups[runs["scaling_group"].value_counts().index[0]]
     keys = sorted({k for cfg in groups.values() for k in cfg})
