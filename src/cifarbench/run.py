@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 import lightning as L
 import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.fabric.utilities.rank_zero import _get_rank
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger
@@ -151,7 +152,8 @@ def root_cause(run_dir: Path, rank: int, world_size: int, err: Exception, watchd
 def resolve_resume(run_dir: Path, run_id: str) -> tuple[Optional[Path], bool]:
     """The checkpoint to resume from, decided once by the launching process and inherited by the DDP workers
     it starts (which see the record it has already rewritten)."""
-    if RESUME_VARIABLE in os.environ:
+    launched_by_rank_zero = _get_rank() not in (None, 0) and not SLURMEnvironment.detect()  # not srun's tasks
+    if launched_by_rank_zero and RESUME_VARIABLE in os.environ:
         value = os.environ[RESUME_VARIABLE]
         return (Path(value[1:]), value[0] == "1") if value else (None, False)
     checkpoint, lightning_finds_it = resume_checkpoint(run_dir, run_id)

@@ -44,7 +44,10 @@ def build_strategy(t: TrainerConfig) -> str | DDPStrategy:
 def build_trainer(t: TrainerConfig, run_dir: Path, callbacks: list, loggers: list[Logger], **overrides: Any) -> L.Trainer:
     """The Lightning Trainer for the strategy knobs; ``overrides`` go to ``L.Trainer`` as they are."""
     if t.checkpoint:
-        callbacks = [*callbacks, ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)]
+        # checkpoints/last.ckpt after every epoch (the newest: top-1 with no monitor), overwritten in place;
+        # Lightning 2.6's save_last alone writes only when a top-k checkpoint was saved, i.e. never with top-0
+        callbacks = [*callbacks, ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
+                                                 enable_version_counter=False)]
     return L.Trainer(
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=build_strategy(t),
         precision=t.precision, sync_batchnorm=t.sync_batchnorm, benchmark=t.cudnn_benchmark, max_epochs=t.epochs,
