@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -15,7 +16,7 @@ from cifarbench.errors import CifarbenchError
 from cifarbench.matrix import load_matrix
 from cifarbench.record import read_record
 from cifarbench.slurm import load_jobs, render
-from conftest import REPO, last_line, run_cli
+from conftest import CLI, REPO, last_line, run_cli
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -210,3 +211,21 @@ def test_preempted_run_checkpoints_requeues_and_completes_as_one_run(tmp_path, s
     log = (tmp_path / "preempted/preempt/logs").glob("preempt-seed1-*.log")
     text = next(log).read_text()
     assert "restart 0" in text and "restart 1" in text
+
+
+def test_a_requeue_signal_before_training_starts_waits_for_lightning(tmp_path):
+    """SIGUSR1 during start-up (imports, data loading) would kill the job with nothing saved: it is held until
+    Lightning's handler exists, then handled (checkpoint, requeue attempt). Slurm's variables without srun make
+    Lightning take its SLURM path; `scontrol requeue` of a job that does not exist just fails with a warning."""
+    env = {**os.environ, "SLURM_JOB_ID": "999999", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "held-signal",
+           "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "WANDB_MODE": "disabled"}
+    proc = subprocess.Popen([str(Path(CLI).parent / "python"), "-m", "cifarbench", "fit", "-c", "bench/configs/smoke.yaml",
+                             "--trainer.epochs", "1", "--output.dir", str(tmp_path), "--output.run_id", "held",
+                             "--output.wandb", "disabled"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    time.sleep(1.0)  # still importing torch
+    proc.send_signal(signal.SIGUSR1)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-2000:]
+    assert "Handling auto-requeue signal: 10" in out
+    assert read_record(tmp_path / "held" / "record.json")["status"] in ("completed", "not-reached")

@@ -18,6 +18,7 @@ from jsonargparse import ArgumentError
 
 from .config_parser import config_parser, explain_argument_error, run_config
 from .errors import CifarbenchError
+from .slurm_signal import hold_requeue_signal
 
 SUBMIT_OVERRIDES = ("partition", "account", "qos", "time", "cpus_per_task", "signal_seconds")  # over the matrix's slurm:
 
@@ -158,6 +159,7 @@ def execute(command: str, args) -> tuple[Optional[str], int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    hold_requeue_signal()  # the `cifarbench` console script's first chance (python -m cifarbench holds it earlier)
     aliases = {"--print-config": ["--print_config"], "--lr-find": ["--lr_find.enabled", "true"]}
     argv = [b for a in (sys.argv[1:] if argv is None else argv) for b in aliases.get(a, [a])]
     parser = build_parser()

@@ -26,6 +26,7 @@ from .callbacks.environment import EnvironmentInfo
 from .callbacks.error_log import ErrorLog
 from .callbacks.progress import ThrottledRichProgressBar
 from .callbacks.rank_watchdog import RankWatchdog
+from .callbacks.requeue_signal import ReleaseRequeueSignal
 from .callbacks.throughput import SteadyStateThroughput
 from .callbacks.time_to_accuracy import TimeToAccuracy
 from .checks import check_config
@@ -91,7 +92,7 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
 
     watchdog = RankWatchdog(record_dead_rank)
     callbacks = [throughput, tta, data_wait, divergence, env, LearningRateMonitor(logging_interval="step"),
-                 ThrottledRichProgressBar(), ErrorLog(run_dir), watchdog]
+                 ThrottledRichProgressBar(), ErrorLog(run_dir), watchdog, ReleaseRequeueSignal()]
     trainer = build_trainer(cfg.trainer, run_dir, callbacks, loggers,
                             log_every_n_steps=min(50, train_steps_per_epoch(cfg)),
                             profiler=build_profiler(cfg, run_id, run_dir))

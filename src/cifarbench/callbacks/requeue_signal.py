@@ -1,0 +1,14 @@
+"""Lets Slurm's held requeue signal through once Lightning handles it (see ``cifarbench.slurm_signal``)."""
+
+from __future__ import annotations
+
+import lightning as L
+
+from ..slurm_signal import release_requeue_signal
+
+
+class ReleaseRequeueSignal(L.Callback):
+    """Unblocks SIGUSR1 at the start of training: Lightning's handler is installed by then."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        release_requeue_signal()
