@@ -26,8 +26,8 @@ from .config import RunConfig
 from .data import build_datamodule
 from .data.module import CifarDataModule
 from .environment import collect_environment
-from .record import atomic_write_text, write_record
-from .run import new_record, resolve_run_id
+from .record import atomic_write_text, new_record, write_record
+from .run import resolve_run_id
 from .trainer import build_trainer
 from .training import CifarClassifier
 
