@@ -90,9 +90,9 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
         write_record(run_dir, new_record(cfg, run_id, "failed", started_at=started, error=f"{how}; the job was stopped",
                                          failed_rank=rank, restarts=len(attempts) - 1, attempts=attempts))
 
-    watchdog = RankWatchdog(record_dead_rank)
+    watchdog, error_log = RankWatchdog(record_dead_rank), ErrorLog(run_dir)
     callbacks = [throughput, tta, data_wait, divergence, env, LearningRateMonitor(logging_interval="step"),
-                 ThrottledRichProgressBar(), ErrorLog(run_dir), watchdog, ReleaseRequeueSignal()]
+                 ThrottledRichProgressBar(), error_log, watchdog, ReleaseRequeueSignal()]
     trainer = build_trainer(cfg.trainer, run_dir, callbacks, loggers,
                             log_every_n_steps=min(50, train_steps_per_epoch(cfg)),
                             profiler=build_profiler(cfg, run_id, run_dir))
@@ -111,7 +111,7 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
         if not requeued:
             error = "SIGTERM (cancelled, or out of time) with no new checkpoint to resume from"
     except Exception as err:  # the record says what failed; the CLI turns it into one line and exit 1
-        ErrorLog(run_dir).write(trainer.global_rank, err)
+        error_log.write(trainer.global_rank, err)  # unless its on_exception already did (inside trainer.fit)
         failed_rank, error = root_cause(run_dir, trainer.global_rank, trainer.world_size, err, watchdog)
 
     status = "requeued" if requeued else final_status(error, divergence.step is not None, tta.reached is not None)
@@ -150,11 +150,17 @@ def root_cause(run_dir: Path, rank: int, world_size: int, err: Exception, watchd
     return rank, own
 
 
+def launched_by_rank_zero() -> bool:
+    """A DDP worker that our rank 0 started (strategy ddp on one machine), and so inherited the decisions rank 0
+    handed over in RUN_ID_VARIABLE and RESUME_VARIABLE. Not srun's tasks (started by Slurm, all at once), and
+    not a rank-0 or lone process, which decide for themselves whatever a parent left in their environment."""
+    return _get_rank() not in (None, 0) and not SLURMEnvironment.detect()
+
+
 def resolve_resume(run_dir: Path, run_id: str) -> tuple[Optional[Path], bool]:
     """The checkpoint to resume from, decided once by the launching process and inherited by the DDP workers
     it starts (which see the record it has already rewritten)."""
-    launched_by_rank_zero = _get_rank() not in (None, 0) and not SLURMEnvironment.detect()  # not srun's tasks
-    if launched_by_rank_zero and RESUME_VARIABLE in os.environ:
+    if launched_by_rank_zero() and RESUME_VARIABLE in os.environ:
         value = os.environ[RESUME_VARIABLE]
         return (Path(value[1:]), value[0] == "1") if value else (None, False)
     checkpoint, lightning_finds_it = resume_checkpoint(run_dir, run_id)
@@ -164,7 +170,7 @@ def resolve_resume(run_dir: Path, run_id: str) -> tuple[Optional[Path], bool]:
 
 def resolve_run_id(cfg: RunConfig) -> str:
     """The configured id, else the one the launching process chose (DDP workers), else a new one."""
-    run_id = cfg.output.run_id or (os.environ.get(RUN_ID_VARIABLE) if _get_rank() not in (None, 0) else None)
+    run_id = cfg.output.run_id or (os.environ.get(RUN_ID_VARIABLE) if launched_by_rank_zero() else None)
     if not run_id:
         run_id = f"{cfg.output.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     os.environ[RUN_ID_VARIABLE] = run_id
