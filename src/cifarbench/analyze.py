@@ -64,7 +64,8 @@ def analyze(run_dir: Path, target_layer: str = "net.layer3", gallery_size: int =
         probs = torch.cat([module(batch).softmax(1) for batch in images.split(256)])
     confidence, predicted = probs.max(1)
     labels = torch.from_numpy(test.labels)
-    wrong = torch.nonzero(predicted != labels).flatten()
+    is_wrong = predicted != labels
+    wrong = torch.nonzero(is_wrong).flatten()
     wrong = wrong[confidence[wrong].argsort(descending=True)][:gallery_size]
 
     out = run_dir / "analysis"
@@ -74,15 +75,15 @@ def analyze(run_dir: Path, target_layer: str = "net.layer3", gallery_size: int =
     titles = [f"pred: {m['predicted']} ({m['confidence']:.2f})\nactual: {m['actual']}" for m in mistakes]
     with GradCAM(model=module, target_layers=[layer]) as cam:
         heat = cam(input_tensor=images[wrong], targets=[ClassifierOutputTarget(int(predicted[i])) for i in wrong])
-    rgb = test.images[wrong.numpy()].astype(np.float32) / 255
-    overlays = [show_cam_on_image(image, h, use_rgb=True) for image, h in zip(rgb, heat)]
-    paths = {"misclassified": gallery(test.images[wrong.numpy()], titles, out / "misclassified.png"),
+    shown = test.images[wrong.numpy()]
+    overlays = [show_cam_on_image(image, h, use_rgb=True) for image, h in zip(shown.astype(np.float32) / 255, heat)]
+    paths = {"misclassified": gallery(shown, titles, out / "misclassified.png"),
              "gradcam": gallery(overlays, titles, out / "gradcam.png"),
              "confusion_matrix": confusion_figure(multiclass_confusion_matrix(predicted, labels, NUM_CLASSES).numpy(),
                                                   test.classes, out / "confusion_matrix.png")}
     result = {"checkpoint": str(checkpoint), "target_layer": target_layer, "test_images": len(labels),
-              "test_accuracy": float((predicted == labels).float().mean()),
-              "misclassified_total": int((predicted != labels).sum()), "gallery": mistakes,
+              "test_accuracy": float((~is_wrong).float().mean()),
+              "misclassified_total": int(is_wrong.sum()), "gallery": mistakes,
               "files": {k: str(v) for k, v in paths.items()}}
     atomic_write_text(out / "misclassified.json", json.dumps(result, indent=2) + "\n")
     if cfg.output.wandb != "disabled":
