@@ -119,6 +119,13 @@ def test_the_paths_agree_with_each_other(parity):
             assert abs(parity[a]["dx"].std() - parity[b]["dx"].std()) < 0.2
 
 
+def kept_fraction_after_constant_fill_translate(pad: int, size: int = 32) -> float:
+    """Share of an image FFCV's RandomTranslate keeps: shifts are uniform in [-pad, pad] on each axis, and what
+    slides in is the constant mean pixel (normalised ~0), where the other paths reflect real pixels."""
+    mean_shift = sum(abs(d) for d in range(-pad, pad + 1)) / (2 * pad + 1)
+    return (1 - mean_shift / size) ** 2
+
+
 def test_normalised_statistics_match_on_real_images(tmp_path, cifar_tarball):
     base = DataConfig(source="folder", root=str(cifar_tarball), train_subset=2100, val_size=100, test_subset=100,
                       batch_size=100, num_workers=1, ffcv=FFCVConfig(dir=str(tmp_path / "ffcv")))
@@ -129,11 +136,16 @@ def test_normalised_statistics_match_on_real_images(tmp_path, cifar_tarball):
         dm.setup("fit")
         x = torch.cat([x for x, _ in dm.train_dataloader()])
         stats[path] = (x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)))
+    # The constant border fill is the one documented difference, and it lowers FFCV's spread by a known amount
+    # (~0.93 at pad 4): anything else (normalising twice, a lost augmentation) moves the ratio well outside 0.03.
+    expected_std_ratio = {"albumentations": 1.0, "device": 1.0,
+                          "ffcv": kept_fraction_after_constant_fill_translate(base.pad) ** 0.5}
+    ref_mean, ref_std = stats["albumentations"]
     for path, (mean, std) in stats.items():
         assert mean.abs().max() < 0.1, path  # normalisation applied once, with the CIFAR statistics
         assert ((std > 0.85) & (std < 1.1)).all(), path
-        ref_mean, ref_std = stats["albumentations"]
-        assert (mean - ref_mean).abs().max() < 0.06 and ((std / ref_std - 1).abs() < 0.08).all(), path
+        assert (mean - ref_mean).abs().max() < 0.06, path
+        assert ((std / ref_std - expected_std_ratio[path]).abs() < 0.03).all(), (path, std / ref_std)
 
 
 @pytest.mark.parametrize("path", PATHS)
