@@ -25,7 +25,6 @@ from .callbacks.divergence import DivergenceGuard
 from .callbacks.environment import EnvironmentInfo
 from .callbacks.error_log import ErrorLog
 from .callbacks.progress import ThrottledRichProgressBar
-from .callbacks.rank_watchdog import RankWatchdog
 from .callbacks.requeue_signal import ReleaseRequeueSignal
 from .callbacks.throughput import SteadyStateThroughput
 from .callbacks.time_to_accuracy import TimeToAccuracy
@@ -38,6 +37,7 @@ from .lr_find import lr_find
 from .model import count_parameters, flops_per_image
 from .attempts import discard_hpc_checkpoints, earlier_attempts, hpc_checkpoint, new_attempt, resume_checkpoint
 from .record import atomic_write_text, final_status, new_record, now, time_to_target, write_record
+from .rank_watchdog import RankWatchdog
 from .trainer import build_trainer
 from .training_curves import write_training_curves
 from .training import CifarClassifier
@@ -85,15 +85,17 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
     env = EnvironmentInfo()  # the config sits at the record's top level
     loggers = build_loggers(cfg, run_id, run_dir, restart=len(attempts) - 1)
 
-    def record_dead_rank(rank: int, how: str) -> None:  # from the watchdog's thread, before Lightning kills the job
-        attempts[-1] |= {"ended_at": now(), "outcome": "failed", "error": how}
-        write_record(run_dir, new_record(cfg, run_id, "failed", started_at=started, error=f"{how}; the job was stopped",
+    def record_dead_rank(rank: int, how: str) -> None:  # from the watchdog's thread, before it ends the job
+        logged = ErrorLog.read(run_dir).get(rank)  # a rank that raised logged its exception before it exited
+        error = f"{f'rank {rank}: {logged}' if logged else how}; the job was stopped"
+        attempts[-1] |= {"ended_at": now(), "outcome": "failed", "error": error}
+        write_record(run_dir, new_record(cfg, run_id, "failed", started_at=started, error=error,
                                          failed_rank=rank, restarts=len(attempts) - 1, attempts=attempts))
 
     watchdog, error_log = RankWatchdog(record_dead_rank), ErrorLog(run_dir)
     callbacks = [throughput, tta, data_wait, divergence, env, LearningRateMonitor(logging_interval="step"),
-                 ThrottledRichProgressBar(), error_log, watchdog, ReleaseRequeueSignal()]
-    trainer = build_trainer(cfg.trainer, run_dir, callbacks, loggers,
+                 ThrottledRichProgressBar(), error_log, ReleaseRequeueSignal()]
+    trainer = build_trainer(cfg.trainer, run_dir, callbacks, loggers, watchdog=watchdog,
                             log_every_n_steps=min(50, train_steps_per_epoch(cfg)),
                             profiler=build_profiler(cfg, run_id, run_dir))
 

@@ -15,6 +15,7 @@ from lightning.pytorch.plugins import TorchCheckpointIO
 from lightning.pytorch.strategies import DDPStrategy
 
 from .config import TrainerConfig
+from .rank_watchdog import RankWatchdog, WatchedDDPStrategy
 from .record import atomic_write
 
 
@@ -32,16 +33,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write(Path(path), lambda f: f.write(buffer.getbuffer()))
 
 
-def build_strategy(t: TrainerConfig) -> str | DDPStrategy:
+def build_strategy(t: TrainerConfig, watchdog: Optional[RankWatchdog] = None) -> str | DDPStrategy:
+    """Lightning's strategy for the knobs; with ``watchdog``, DDP's script launcher reports a dead rank to it."""
     if t.strategy == "auto":
         return "auto"
-    return DDPStrategy(start_method="spawn" if t.strategy == "ddp_spawn" else "popen",
-                       timeout=timedelta(seconds=t.ddp.timeout_seconds),
-                       gradient_as_bucket_view=t.ddp.gradient_as_bucket_view, static_graph=t.ddp.static_graph,
-                       bucket_cap_mb=t.ddp.bucket_cap_mb, find_unused_parameters=t.ddp.find_unused_parameters)
+    kwargs = dict(start_method="spawn" if t.strategy == "ddp_spawn" else "popen",
+                  timeout=timedelta(seconds=t.ddp.timeout_seconds),
+                  gradient_as_bucket_view=t.ddp.gradient_as_bucket_view, static_graph=t.ddp.static_graph,
+                  bucket_cap_mb=t.ddp.bucket_cap_mb, find_unused_parameters=t.ddp.find_unused_parameters)
+    return WatchedDDPStrategy(watchdog, **kwargs) if watchdog else DDPStrategy(**kwargs)
 
 
-def build_trainer(t: TrainerConfig, run_dir: Path, callbacks: list, loggers: list[Logger], **overrides: Any) -> L.Trainer:
+def build_trainer(t: TrainerConfig, run_dir: Path, callbacks: list, loggers: list[Logger],
+                  watchdog: Optional[RankWatchdog] = None, **overrides: Any) -> L.Trainer:
     """The Lightning Trainer for the strategy knobs; ``overrides`` go to ``L.Trainer`` as they are."""
     if t.checkpoint:
         # checkpoints/last.ckpt after every epoch (the newest: top-1 with no monitor), overwritten in place;
@@ -49,7 +53,7 @@ def build_trainer(t: TrainerConfig, run_dir: Path, callbacks: list, loggers: lis
         callbacks = [*callbacks, ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
                                                  enable_version_counter=False)]
     return L.Trainer(
-        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=build_strategy(t),
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=build_strategy(t, watchdog),
         precision=t.precision, sync_batchnorm=t.sync_batchnorm, benchmark=t.cudnn_benchmark, max_epochs=t.epochs,
         callbacks=callbacks, logger=loggers, enable_checkpointing=t.checkpoint, default_root_dir=run_dir,
         num_sanity_val_steps=0,  # keeps validation out of the time before the first training step

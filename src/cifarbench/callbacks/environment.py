@@ -27,6 +27,11 @@ class EnvironmentInfo(L.Callback):
             dist.all_gather_object(hostnames, env["hostname"])
         env |= {"world_size": trainer.world_size, "num_nodes": trainer.num_nodes,
                 "devices_per_node": trainer.num_devices, "accelerator": type(trainer.accelerator).__name__,
-                "strategy": type(trainer.strategy).__name__, "hostnames": sorted(set(hostnames)),
+                "strategy": lightning_class_name(trainer.strategy), "hostnames": sorted(set(hostnames)),
                 "config": self.config}
         self.summary = env
+
+
+def lightning_class_name(obj: object) -> str:
+    """The Lightning class ``obj`` is or extends (WatchedDDPStrategy reports as the DDPStrategy it runs)."""
+    return next(c.__name__ for c in type(obj).__mro__ if c.__module__.startswith("lightning."))
