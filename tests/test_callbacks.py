@@ -134,3 +134,21 @@ def test_measurements_go_on_across_a_preemption(tmp_path):
     assert t["warmup_overhead_seconds"] == pytest.approx(2 * 1.0, abs=0.3)  # two cold starts of 2 x 0.5 s
     w = data_wait.summary
     assert w["attempts"] == 2 and w["steps"] == 40
+
+
+def test_throttled_progress_bar_renders_rarely_and_ends_each_epoch_complete():
+    import io
+    import re
+
+    from cifarbench.callbacks.progress import ThrottledRichProgressBar
+
+    screen = io.StringIO()
+    bar = ThrottledRichProgressBar(per_second=0.2, console_kwargs={"file": screen, "force_terminal": True, "width": 100})
+    trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[bar])
+    trainer.fit(Toy(step_sleep=0.05))  # 2 epochs of 10 batches: 1 s, inside one 5 s render interval
+    frames = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", screen.getvalue()).split("\r")
+    train_frames = [f for f in frames if f.startswith("Epoch")]
+    assert len(train_frames) <= 12, train_frames  # ~7 (each epoch: start, first batch, end); Lightning's own: ~27
+    for epoch in (0, 1):
+        assert any(f.startswith(f"Epoch {epoch}/1") and " 10/10 " in f for f in train_frames), train_frames
