@@ -3,6 +3,13 @@
 #   usage: scripts/slurm-stop.sh [STATE_DIR]      (default /tmp/cifarbench-slurm)
 set -uo pipefail
 state=${1:-/tmp/cifarbench-slurm}
+# Jobs first: a job step's slurmstepd outlives slurmd (reparented to init) and would keep its ports and processes.
+if [ -f "$state/slurm.conf" ] && SLURM_CONF="$state/slurm.conf" scancel -u "$(id -un)" 2>/dev/null; then
+    for _ in $(seq 1 50); do
+        [ -z "$(SLURM_CONF="$state/slurm.conf" squeue -h -t RUNNING,COMPLETING 2>/dev/null)" ] && break
+        sleep 0.2
+    done
+fi
 for pidfile in "$state/run/slurmd.pid" "$state/run/slurmctld.pid" "$state/munge/run/munged.pid"; do
     [ -s "$pidfile" ] || continue
     pid=$(cat "$pidfile")

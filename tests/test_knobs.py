@@ -1,6 +1,5 @@
 """Every strategy knob really does what it says on CPU, and impossible ones are refused up front."""
 
-import json
 from pathlib import Path
 
 import pytest

@@ -222,14 +222,19 @@ def test_a_diverging_run_is_marked_with_its_step_and_the_matrix_goes_on(tmp_path
     assert healthy["status"] in ("completed", "not-reached") and healthy["accuracy"]["epochs_completed"] == 3
 
 
-def test_a_record_left_running_by_a_dead_process_is_marked_failed_by_the_runner(tmp_path):
-    from cifarbench.runner import mark_abandoned
+def test_a_record_left_running_by_a_dead_process_is_marked_failed(tmp_path):
+    from cifarbench.record import exit_description, mark_abandoned
 
-    write_record(tmp_path / "r", {"run_id": "r", "status": "running", "error": None})
-    mark_abandoned(tmp_path / "r", -signal.SIGKILL, tmp_path / "logs" / "r.log")
-    record = read_record(tmp_path / "r" / "record.json")
-    assert record["status"] == "failed" and record["finished_at"]
-    assert record["error"] == f"the run's process killed by SIGKILL before it finished its record; see {tmp_path}/logs/r.log"
-    write_record(tmp_path / "done", {"run_id": "done", "status": "completed"})
-    mark_abandoned(tmp_path / "done", 1, tmp_path / "x.log")  # a finished record is left as it is
-    assert read_record(tmp_path / "done" / "record.json")["status"] == "completed"
+    for status in ("running", "requeued"):
+        write_record(tmp_path / status, {"run_id": status, "status": status, "error": None,
+                                         "attempts": [{"outcome": "requeued"}, {"outcome": "running", "ended_at": None}]})
+        assert mark_abandoned(tmp_path / status, f"the run's process {exit_description(-signal.SIGKILL)}")
+        record = read_record(tmp_path / status / "record.json")
+        assert record["status"] == "failed" and record["finished_at"]
+        assert record["error"] == "the run's process killed by SIGKILL"
+        assert [a["outcome"] for a in record["attempts"]] == ["requeued", "failed"]
+        assert record["attempts"][-1]["ended_at"] == record["finished_at"]
+    for status in ("completed", "not-reached", "diverged", "failed"):  # an ended record is left as it is
+        write_record(tmp_path / status, {"run_id": status, "status": status, "error": "earlier"})
+        assert not mark_abandoned(tmp_path / status, "later")
+        assert read_record(tmp_path / status / "record.json")["error"] == "earlier"

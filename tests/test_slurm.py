@@ -229,3 +229,34 @@ def test_a_requeue_signal_before_training_starts_waits_for_lightning(tmp_path):
     assert proc.returncode == 0, out[-2000:]
     assert "Handling auto-requeue signal: 10" in out
     assert read_record(tmp_path / "held" / "record.json")["status"] in ("completed", "not-reached")
+
+
+def test_status_marks_failed_a_run_whose_job_died_without_writing_its_record(tmp_path, slurm_cluster):
+    """The training task SIGKILLed (as the kernel's OOM killer does): nothing is left to write the record, which
+    says running; `cifarbench status` sees that the job has ended and marks the run failed."""
+    spec = yaml.safe_load((REPO / "bench/matrices/tiny-cpu.yaml").read_text())
+    spec |= {"name": "killed", "base": str(REPO / "bench/configs/smoke.yaml"), "axes": {"trainer.seed": [1]}}
+    spec["config"]["trainer"]["epochs"] = 1000  # minutes: it is killed seconds after training starts
+    matrix = tmp_path / "killed.yaml"
+    matrix.write_text(yaml.safe_dump(spec))
+    env = {"SLURM_CONF": slurm_cluster}
+    assert run_cli("submit", str(matrix), "--output_dir", str(tmp_path), timeout=120, env=env).returncode == 0
+    job = load_jobs(tmp_path / "killed")["killed-seed1"]
+    run_dir = tmp_path / "killed" / "killed-seed1"
+    deadline = time.monotonic() + 180
+    while not (run_dir / "logs" / "metrics.csv").exists():  # training is under way
+        assert time.monotonic() < deadline, job_field(job, "JobState")
+        time.sleep(1)
+    found = subprocess.run(["pgrep", "-f", "--", f"-m cifarbench fit -c {tmp_path}"], capture_output=True, text=True)
+    tasks = [int(p) for p in found.stdout.split() if not Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"srun")]
+    assert len(tasks) == 1, found.stdout
+    os.kill(tasks[0], signal.SIGKILL)
+    state = wait_for_jobs([job], timeout=120)[job]
+    assert read_record(run_dir / "record.json")["status"] == "running"
+
+    status = run_cli("status", str(matrix), "--output_dir", str(tmp_path), timeout=120, env=env)
+    assert status.returncode == 0 and "killed-seed1: its job ended before the run finished its record" in status.stdout
+    record = read_record(run_dir / "record.json")
+    assert record["status"] == "failed" and record["attempts"][-1]["outcome"] == "failed"
+    assert record["error"].startswith(f"its Slurm job {job} ended {state} before the run finished its record")
+    assert Path(record["error"].split("see ")[-1]).exists()  # the job's log, named as Slurm wrote it

@@ -206,6 +206,8 @@ def slurm_command(command: str, args) -> tuple[Optional[str], int]:
         slurm.cancel(list(jobs.values()))
         return f"cancelled {len(jobs)} jobs", 0
     states = slurm.job_states(list(jobs.values()))
+    for run_id in slurm.mark_ended_jobs(results, jobs, states):
+        print(f"{run_id}: its job ended before the run finished its record: marked failed", file=sys.stderr)
     table = Table(title=f"matrix {matrix.name}")
     for column in ("run id", "job", "slurm state", "record"):
         table.add_column(column)

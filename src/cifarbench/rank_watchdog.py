@@ -13,6 +13,8 @@ from lightning.fabric.utilities.distributed import _set_num_threads_if_needed
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
+from .record import exit_description
+
 
 class RankWatchdog:
     """Polls the DDP worker processes every ``interval`` s; when one exits with an error it calls
@@ -39,8 +41,7 @@ class RankWatchdog:
                 return
             for rank, (proc, code) in enumerate(zip(procs, codes), start=1):  # Lightning launches ranks 1.. in order
                 if code:
-                    how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-                    self.failure = (rank, f"rank {rank} (pid {proc.pid}) {how}")
+                    self.failure = (rank, f"rank {rank} (pid {proc.pid}) {exit_description(code)}")
                     try:
                         self.on_failure(*self.failure)
                     finally:  # what Lightning's observer does: a rank stuck in a collective ignores SIGTERM

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -72,6 +73,29 @@ def write_record(run_dir: Path, record: dict[str, Any]) -> Path:
 
 def read_record(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
+
+
+def mark_abandoned(run_dir: Path, how: str) -> bool:
+    """Marks failed, with ``how`` as its error, a record that still says running or requeued although nothing
+    runs it any more (its process was killed, its Slurm job ended): no record claims a run that no longer
+    exists. Returns whether it did."""
+    try:
+        record = read_record(run_dir / RECORD_NAME)
+    except (OSError, ValueError):
+        return False
+    if record.get("status") not in UNFINISHED_STATUSES:
+        return False
+    ended = now()
+    attempts = record.get("attempts") or []
+    if attempts and attempts[-1].get("outcome") in UNFINISHED_STATUSES:
+        attempts[-1] |= {"ended_at": ended, "outcome": "failed", "error": how}
+    write_record(run_dir, record | {"status": "failed", "finished_at": ended, "error": how})
+    return True
+
+
+def exit_description(returncode: int) -> str:
+    """How a process ended, as records say it: 'killed by SIGKILL', 'exited with code 1'."""
+    return f"killed by {signal.Signals(-returncode).name}" if returncode < 0 else f"exited with code {returncode}"
 
 
 def time_to_target(tta: dict[str, Any], throughput: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,6 @@ where it stopped; failed and unfinished runs are run again.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .matrix import Matrix, MatrixRun, validate_runs
-from .record import RECORD_NAME, RESULT_STATUSES, atomic_write_text, now, read_record, write_record
+from .record import RECORD_NAME, RESULT_STATUSES, atomic_write_text, exit_description, mark_abandoned, read_record
 
 
 def record_status(results_dir: Path, run_id: str) -> Optional[str]:
@@ -28,21 +27,6 @@ def record_status(results_dir: Path, run_id: str) -> Optional[str]:
         return read_record(results_dir / run_id / RECORD_NAME).get("status")
     except (OSError, ValueError):
         return None
-
-
-def mark_abandoned(run_dir: Path, returncode: int, log: Path) -> None:
-    """A run whose process ended while its record still said running (killed, out of memory) is marked
-    failed, with how the process ended, so that no record claims a run that no longer exists."""
-    try:
-        record = read_record(run_dir / RECORD_NAME)
-    except (OSError, ValueError):
-        return
-    if record.get("status") != "running":
-        return
-    how = f"killed by {signal.Signals(-returncode).name}" if returncode < 0 else f"exited with code {returncode}"
-    record |= {"status": "failed", "finished_at": now(),
-               "error": f"the run's process {how} before it finished its record; see {log}"}
-    write_record(run_dir, record)
 
 
 def write_run_config(results_dir: Path, run: MatrixRun) -> Path:
@@ -86,7 +70,8 @@ def run_matrix(matrix: Matrix, results_dir: Path, console: Optional[Console] = N
                 with log.open("w") as out:
                     done = subprocess.run([sys.executable, "-m", "cifarbench", "fit", "-c", str(config)], stdout=out,
                                           stderr=subprocess.STDOUT, check=False)
-                mark_abandoned(results_dir / run.run_id, done.returncode, log)
+                ended = exit_description(done.returncode)
+                mark_abandoned(results_dir / run.run_id, f"the run's process {ended} before it finished its record; see {log}")
                 status = record_status(results_dir, run.run_id)
                 console.print(f"{run.run_id}: {status or 'no record (see ' + str(log) + ')'}")
             statuses[run.run_id] = status

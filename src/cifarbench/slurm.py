@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 from .errors import CifarbenchError, ConfigError
 from .matrix import Matrix, MatrixRun
-from .record import RESULT_STATUSES, atomic_write_text
+from .record import RESULT_STATUSES, atomic_write_text, mark_abandoned
 from .runner import record_status, write_run_config
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "slurm" / "run.sbatch"
@@ -114,6 +114,21 @@ def job_states(job_ids: list[str]) -> dict[str, str]:
             sacct = _slurm(["sacct", "-n", "-X", "-P", "-o", "State", "-j", job], check=False).strip()
             states[job] = sacct.splitlines()[0] if sacct else "UNKNOWN"
     return states
+
+
+def mark_ended_jobs(results_dir: Path, jobs: dict[str, str], states: dict[str, str]) -> list[str]:
+    """Marks failed each run whose Slurm job has ended while its record still says running or requeued (a task
+    killed by Slurm or the kernel, a node failure: nothing was left to write the record). Returns their ids."""
+    ended = []
+    for run_id, job in jobs.items():
+        state = states.get(job, "UNKNOWN")
+        if state in LIVE_STATES or state == "UNKNOWN":
+            continue
+        how = (f"its Slurm job {job} ended {state} before the run finished its record; "
+               f"see {results_dir}/logs/{run_id}-{job}.log")
+        if mark_abandoned(results_dir / run_id, how):
+            ended.append(run_id)
+    return ended
 
 
 def cancel(job_ids: list[str]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import lightning as L
-import torch
 
 from ..peak_flops import PeakFlops, peak_flops
 from .sync import gather_rows, synced_now
