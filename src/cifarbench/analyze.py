@@ -30,6 +30,7 @@ from .config_parser import config_from_file  # noqa: E402
 from .data.device_path import normalise  # noqa: E402
 from .data.module import load_splits  # noqa: E402
 from .errors import CifarbenchError, ConfigError  # noqa: E402
+from .figures import save_png  # noqa: E402
 from .model import NUM_CLASSES  # noqa: E402
 from .record import atomic_write_text  # noqa: E402
 from .training import CifarClassifier  # noqa: E402
@@ -111,7 +112,7 @@ def gallery(images, titles: list[str], path: Path) -> Path:
         ax.set_title(title, fontsize=9)
     if not titles:
         axes.flat[0].text(0.5, 0.5, "no misclassified image", ha="center", va="center")
-    return _save(fig, path)
+    return save_png(fig, path, dpi=DPI)
 
 
 def confusion_figure(matrix: np.ndarray, classes: tuple[str, ...], path: Path) -> Path:
@@ -124,7 +125,7 @@ def confusion_figure(matrix: np.ndarray, classes: tuple[str, ...], path: Path) -
     for (row, col), count in np.ndenumerate(matrix):
         ax.text(col, row, str(count), ha="center", va="center", fontsize=8,
                 color="white" if count > matrix.max() / 2 else "black")
-    return _save(fig, path)
+    return save_png(fig, path, dpi=DPI)
 
 
 def log_to_wandb(cfg: RunConfig, run_dir: Path, paths: dict[str, Path]) -> None:
@@ -135,9 +136,3 @@ def log_to_wandb(cfg: RunConfig, run_dir: Path, paths: dict[str, Path]) -> None:
                      dir=str(run_dir), mode=cfg.output.wandb, settings=wandb.Settings(silent=True))
     run.log({f"analysis/{name}": wandb.Image(str(path)) for name, path in paths.items()})
     run.finish()
-
-
-def _save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path

@@ -21,6 +21,7 @@ from lightning.pytorch.tuner import Tuner
 from .config import RunConfig
 from .data import build_datamodule
 from .errors import CifarbenchError
+from .figures import save_png
 from .record import atomic_write_text
 from .trainer import build_trainer
 from .training import CifarClassifier
@@ -56,7 +57,7 @@ def lr_find(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
     ax = fig.axes[0]
     ax.set_title(f"LR range test: suggestion {suggestion:.3g} (steepest descent)")
     ax.axvline(suggestion, color="red", linestyle=":")
-    fig.savefig(out_dir / "lr_find.png", dpi=100)
+    save_png(fig, out_dir / "lr_find.png")
     atomic_write_text(out_dir / "lr_find.yaml", yaml.safe_dump({"optim": {"max_lr": suggestion}}))
     atomic_write_text(out_dir / RESULT_NAME, json.dumps(result, indent=2) + "\n")
     return result

@@ -18,6 +18,7 @@ import pandas as pd  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from .figures import save_png  # noqa: E402
 from .record import atomic_write_text  # noqa: E402
 
 EPOCH_COLUMNS = {"train/loss_epoch": "Train loss", "val/loss": "Val loss", "train/acc_epoch": "Train accuracy",
@@ -76,7 +77,7 @@ def plot_training(metrics: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
     ax.set(title="Learning rate per step", xlabel="step", ylabel="learning rate")
     if lr_columns:
         ax.legend()
-    paths["lr"] = _save(fig, out_dir / "lr.png")
+    paths["lr"] = save_png(fig, out_dir / "lr.png")
     for name, label in (("loss", "loss"), ("acc", "accuracy")):
         fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
         step = series(metrics, f"train/{name}_step")
@@ -87,7 +88,7 @@ def plot_training(metrics: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
         ax.set(title=f"{label.capitalize()} per step and per epoch", xlabel="step", ylabel=label)
         ax.grid(alpha=0.3)
         ax.legend()
-        paths[label] = _save(fig, out_dir / f"{label}.png")
+        paths[label] = save_png(fig, out_dir / f"{label}.png")
     return paths
 
 
@@ -98,9 +99,3 @@ def write_training_curves(run_dir: Path, console: Console) -> dict[str, Path]:
     console.print(epoch_rich_table(table, f"{run_dir.name}: epoch means"))
     atomic_write_text(run_dir / "epochs.md", epoch_markdown(table))
     return plot_training(metrics, run_dir / "plots")
-
-
-def _save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
