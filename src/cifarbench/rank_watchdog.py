@@ -7,7 +7,7 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from lightning.fabric.utilities.distributed import _set_num_threads_if_needed
 from lightning.pytorch.strategies import DDPStrategy
@@ -29,7 +29,6 @@ class RankWatchdog:
 
     def __init__(self, on_failure: Callable[[int, str], None], interval: float = 0.5):
         self.on_failure, self.interval = on_failure, interval
-        self.failure: Optional[tuple[int, str]] = None
 
     def watch(self, procs: list[subprocess.Popen]) -> None:
         threading.Thread(target=self._watch, args=(list(procs),), daemon=True, name="cifarbench-rank-watchdog").start()
@@ -41,9 +40,8 @@ class RankWatchdog:
                 return
             for rank, (proc, code) in enumerate(zip(procs, codes), start=1):  # Lightning launches ranks 1.. in order
                 if code:
-                    self.failure = (rank, f"rank {rank} (pid {proc.pid}) {exit_description(code)}")
                     try:
-                        self.on_failure(*self.failure)
+                        self.on_failure(rank, f"rank {rank} (pid {proc.pid}) {exit_description(code)}")
                     finally:  # what Lightning's observer does: a rank stuck in a collective ignores SIGTERM
                         for other in procs:
                             other.send_signal(signal.SIGKILL)

@@ -113,7 +113,7 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
             error = "SIGTERM (cancelled, or out of time) with no new checkpoint to resume from"
     except Exception as err:  # the record says what failed; the CLI turns it into one line and exit 1
         error_log.write(trainer.global_rank, err)  # unless its on_exception already did (inside trainer.fit)
-        failed_rank, error = root_cause(run_dir, trainer.global_rank, trainer.world_size, err, watchdog)
+        failed_rank, error = root_cause(run_dir, trainer.global_rank, trainer.world_size, err)
 
     status = "requeued" if requeued else final_status(error, divergence.step is not None, tta.reached is not None)
     attempts[-1] |= {"ended_at": now(), "outcome": status, "error": error, "clock_at_end": tta.clock()}
@@ -135,20 +135,20 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
     return path, record
 
 
-def root_cause(run_dir: Path, rank: int, world_size: int, err: Exception, watchdog: RankWatchdog) -> tuple[int, str]:
-    """(rank, error) of what made the job fail: another rank's logged exception, else a rank the watchdog saw
-    die (a peer's death fails this rank's next collective within moments), else this rank's own error."""
-    own = f"{type(err).__name__}: {err}"
-    for _ in range(20):  # up to 2 s for a dying peer's log or the watchdog's next look
+def root_cause(run_dir: Path, rank: int, world_size: int, err: Exception) -> tuple[int, str]:
+    """(rank, error) of what made the job fail: another rank's logged exception, else this rank's own error.
+
+    A peer's death fails this rank's next collective within moments, so it waits up to 2 s for the peer's log;
+    meanwhile, on one machine, the RankWatchdog sees a peer that died without one, records it and ends the job.
+    """
+    for _ in range(20):
         other = sorted((r, text) for r, text in ErrorLog.read(run_dir).items() if r != rank)
         if other:
             return other[0][0], f"rank {other[0][0]}: {other[0][1]} (rank {rank} then: {type(err).__name__})"
-        if watchdog.failure:
-            return watchdog.failure[0], f"{watchdog.failure[1]} (rank {rank} then: {own})"
         if world_size == 1:
             break
         time.sleep(0.1)
-    return rank, own
+    return rank, f"{type(err).__name__}: {err}"
 
 
 def launched_by_rank_zero() -> bool:
