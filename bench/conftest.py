@@ -6,7 +6,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
-    from cifarbench.environment import collect_environment
+    from cifarbench.measure.environment import collect_environment
 
     env = collect_environment()
     machine_info["cifarbench"] = {"cpu": env["cpu"], "gpu": env["gpu"], "versions": env["versions"],

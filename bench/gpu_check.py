@@ -24,8 +24,8 @@ import torch
 
 from cifarbench.config import DataConfig
 from cifarbench.data import build_datamodule
-from cifarbench.environment import collect_environment
-from cifarbench.peak_flops import peak_flops
+from cifarbench.measure.environment import collect_environment
+from cifarbench.measure.peak_flops import peak_flops
 from cifarbench.profile_data import loader_rate
 from cifarbench.record import atomic_write_text, read_record
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from cifarbench.config import (DataConfig, MeasureConfig, ModelConfig, OutputConfig, RunConfig, TrainerConfig)
 from cifarbench.data import build_datamodule
-from cifarbench.environment import collect_environment
+from cifarbench.measure.environment import collect_environment
 from cifarbench.model import CustomResNet
 from cifarbench.record import atomic_write_text
 from cifarbench.run import fit

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from cifarbench.environment import collect_environment
+from cifarbench.measure.environment import collect_environment
 from cifarbench.record import atomic_write_text, read_record
 
 VARIANTS = {  # name -> fit flags; the first is the baseline

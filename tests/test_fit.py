@@ -17,7 +17,7 @@ def test_smoke_config_trains_measures_and_prints_the_record_path_last(tmp_path):
     record_path = Path(last_line(result))
     assert record_path.is_file() and record_path.parent.parent == tmp_path
     record = read_record(record_path)
-    assert record["schema_version"] == 1 and record["status"] == "completed" and record["error"] is None
+    assert record["schema_version"] == 2 and record["status"] == "completed" and record["error"] is None
 
     tta, tp, wait = record["time_to_target"], record["throughput"], record["data_wait"]
     last = record["curve"][-1]

@@ -82,7 +82,7 @@ def test_ddp_two_processes_gloo(tmp_path):
     env, tp, wait = record["environment"], record["throughput"], record["data_wait"]
     assert env["world_size"] == 2 and env["strategy"] == "DDPStrategy"
     steps = 3000 // 2 // 128  # each rank sees its own half of the data
-    assert wait["steps"] == 2 * steps and len(wait["per_rank_stall_fraction"]) == 2
+    assert wait["steps"] == 2 * steps and len(wait["per_rank_fetch_fraction"]) == 2
     assert len(tp["per_rank_images_per_sec"]) == 2 and tp["steady_images"] == 2 * (2 * steps - 3) * 128
     assert tp["images_per_sec"] == pytest.approx(sum(tp["per_rank_images_per_sec"]))
     assert len(record["curve"]) == 2 and record["status"] in ("completed", "not-reached")

@@ -37,8 +37,8 @@ def test_profile_data_prints_three_rates_and_a_verdict(tmp_path, path):
     row = record["rows"][0]
     for key in ("loader_images_per_sec", "model_images_per_sec", "train_images_per_sec"):
         assert row[key] > 0
-    assert 0 <= row["train_stall_fraction"] < 1 and row["verdict"] == verdict(
-        row["loader_images_per_sec"], row["model_images_per_sec"], row["train_stall_fraction"])
+    assert 0 <= row["train_fetch_fraction"] < 1 and row["verdict"] == verdict(
+        row["loader_images_per_sec"], row["model_images_per_sec"], row["train_fetch_fraction"])
 
 
 def test_profile_data_sweeps_workers_and_logs_to_wandb(tmp_path):

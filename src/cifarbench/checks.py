@@ -38,10 +38,13 @@ def check_values(cfg: RunConfig) -> None:
                         ("trainer.ddp.timeout_seconds", cfg.trainer.ddp.timeout_seconds),
                         ("data.synthetic_train_size", cfg.data.synthetic_train_size),
                         ("data.synthetic_test_size", cfg.data.synthetic_test_size),
-                        ("data.train_subset", cfg.data.train_subset), ("data.test_subset", cfg.data.test_subset)]:
+                        ("data.train_subset", cfg.data.train_subset), ("data.test_subset", cfg.data.test_subset),
+                        ("trainer.checkpoint_every_n_epochs", cfg.trainer.checkpoint_every_n_epochs),
+                        ("measure.divergence_check_every", cfg.measure.divergence_check_every)]:
         if value is not None and value < 1:
             raise ConfigError(name, value, "must be a whole number of at least 1")
     for name, value in [("data.num_workers", cfg.data.num_workers), ("measure.warmup_steps", cfg.measure.warmup_steps),
+                        ("measure.untimed_warmup_steps", cfg.measure.untimed_warmup_steps),
                         ("data.pad", cfg.data.pad), ("data.cutout_size", cfg.data.cutout_size)]:
         if value < 0:
             raise ConfigError(name, value, "must be 0 or more")

@@ -107,14 +107,18 @@ class TrainerConfig:
     sync_batchnorm: bool = False
     epochs: int = 24
     seed: int = 1
-    checkpoint: bool = True  # keep checkpoints/last.ckpt, written at every epoch end
+    checkpoint: bool = True  # keep checkpoints/last.ckpt
+    checkpoint_every_n_epochs: int = 1  # write it every N epochs (and at the last); each write is timed, off the steady clock
 
 
 @dataclass
 class MeasureConfig:
-    target_accuracy: float = 0.93  # validation accuracy that stops the time-to-target clock
-    warmup_steps: int = 5  # first training steps (compile included) kept out of steady-state throughput
+    target_accuracy: float = 0.93  # validation accuracy that stops the time-to-target clocks
+    warmup_steps: int = 5  # first training steps of each attempt kept out of steady-state throughput
+    untimed_warmup_steps: int = 2  # train steps (and one eval pass) run on random data before any clock; 0: none
     stop_at_target: bool = False  # end training at the first validation at the target (DAWNBench's rule)
+    divergence_check_every: Optional[int] = None  # steps between NaN checks (one read + one collective); None: the logging interval
+    data_wait: bool = True  # time each step's fetch, harness and device gap (off only to measure what it costs)
 
 
 @dataclass

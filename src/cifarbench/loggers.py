@@ -60,14 +60,15 @@ def finish_wandb(loggers: list[Logger], record: dict[str, Any], images: Optional
 
             if images:
                 logger.experiment.log({f"plots/{name}": wandb.Image(str(path)) for name, path in images.items()})
+            clocks = record["time_to_target"].get("clocks") or {}
             logger.experiment.summary.update({
                 "status": record["status"],
-                "time_to_target": record["time_to_target"].get("seconds"),
-                "time_to_target_excl_val": record["time_to_target"].get("seconds_excl_val"),
+                **{f"time_to_target/{name}": clock["seconds"] for name, clock in clocks.items()},
                 "images_per_sec": record["throughput"].get("images_per_sec"),
                 "best_val_acc": record["accuracy"].get("best_val"),
                 "test_acc": record["accuracy"].get("test"),
                 "data_stall_fraction": record["data_wait"].get("stall_fraction"),
+                "data_fetch_fraction": record["data_wait"].get("fetch_fraction"),
                 "mfu": record["throughput"].get("mfu"),
             })
             logger.experiment.finish()

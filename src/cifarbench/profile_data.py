@@ -18,14 +18,13 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from .callbacks.data_wait import DataWait
-from .callbacks.sync import synced_now
-from .callbacks.throughput import SteadyStateThroughput
 from .checks import check_config, resolved_accelerator
 from .config import RunConfig
 from .data import build_datamodule
 from .data.module import CifarDataModule
-from .environment import collect_environment
+from .measure import DataWait, SteadyStateThroughput
+from .measure.clock import synced_now
+from .measure.environment import collect_environment
 from .record import atomic_write_text, new_record, write_record
 from .run import resolve_run_id
 from .trainer import build_trainer
@@ -70,10 +69,11 @@ def training_rate(cfg: RunConfig, steps: int, warmup: int, datamodule: Optional[
     """(b) without a ``datamodule`` (the step alone, fed one batch), else (c) (the real loop): a short Lightning
     fit, no validation."""
     module = CifarClassifier(cfg.model, cfg.optim, cfg.trainer.channels_last, cfg.trainer.compile)
-    throughput, wait = SteadyStateThroughput(warmup), DataWait(warmup)
+    wait = DataWait(warmup)
+    throughput = SteadyStateThroughput(warmup, phases=wait.profiler)
     trainer = build_trainer(replace(cfg.trainer, epochs=1, checkpoint=False), Path(cfg.output.dir), [throughput, wait],
                             loggers=[], limit_train_batches=warmup + steps, limit_val_batches=0,
-                            enable_progress_bar=False, enable_model_summary=False)
+                            enable_progress_bar=False, enable_model_summary=False, profiler=wait.profiler)
     if datamodule is None:
         generator = torch.Generator().manual_seed(0)
         batch = (torch.randn(cfg.data.batch_size, 3, 32, 32, generator=generator),
@@ -82,18 +82,20 @@ def training_rate(cfg: RunConfig, steps: int, warmup: int, datamodule: Optional[
         trainer.fit(module, train_dataloaders=RepeatedBatch(tuple(t.to(device) for t in batch), warmup + steps))
     else:
         trainer.fit(module, datamodule=datamodule)
-    return {"images_per_sec": throughput.summary.get("images_per_sec"), "stall_fraction": wait.summary.get("stall_fraction")}
+    return {"images_per_sec": throughput.summary.get("images_per_sec"),
+            "fetch_fraction": wait.summary.get("fetch_fraction"), "harness_fraction": wait.summary.get("harness_fraction")}
 
 
-def verdict(loader: float, model: float, stall: float | None = None) -> str:
+def verdict(loader: float, model: float, fetch: float | None = None) -> str:
     """Data-bound when the loader alone is slower than the step alone. A compute-bound verdict gets a warning
-    when real training still stalled: the loader and the model then compete for the same CPU cores."""
+    when real training still spent its time fetching batches (the fetch only, never the harness's hooks and
+    loggers): the loader and the model then compete for the same CPU cores."""
     ratio = loader / model
     if ratio < 1:
         return f"data-bound: the loader delivers {ratio:.0%} of what the model consumes"
     text = f"compute-bound: the loader delivers {ratio:.1f}x what the model consumes"
-    if stall is not None and stall > 0.2:
-        text += f", yet training waited for data {stall:.0%} of the time (loader and model share the CPU cores)"
+    if fetch is not None and fetch > 0.2:
+        text += f", yet training spent {fetch:.0%} of its time fetching batches (loader and model share the CPU cores)"
     return text
 
 
@@ -121,8 +123,9 @@ def profile_data(cfg: RunConfig, steps: int = 30, warmup: int = 5, sweep_workers
         real = training_rate(point, steps, warmup, datamodule=datamodule)
         rows.append({"data_path": cfg.data.path, "num_workers": workers, "batch_size": batch_size,
                      "loader_images_per_sec": loader, "model_images_per_sec": model,
-                     "train_images_per_sec": real["images_per_sec"], "train_stall_fraction": real["stall_fraction"],
-                     "verdict": verdict(loader, model, real["stall_fraction"])})
+                     "train_images_per_sec": real["images_per_sec"], "train_fetch_fraction": real["fetch_fraction"],
+                     "train_harness_fraction": real["harness_fraction"],
+                     "verdict": verdict(loader, model, real["fetch_fraction"])})
     console.print(rows_table(rows, device))
     for r in rows:
         console.print(f"verdict ({r['data_path']}, num_workers={r['num_workers']}, batch_size={r['batch_size']}): "
@@ -137,12 +140,12 @@ def profile_data(cfg: RunConfig, steps: int = 30, warmup: int = 5, sweep_workers
 
 def rows_table(rows: list[dict[str, Any]], device: torch.device) -> Table:
     table = Table(title=f"data path vs model, images/s per device ({device})")
-    for column in ("path", "workers", "batch", "(a) loader", "(b) model", "(c) training", "data wait", "verdict"):
+    for column in ("path", "workers", "batch", "(a) loader", "(b) model", "(c) training", "fetch", "harness", "verdict"):
         table.add_column(column, justify="left" if column in ("path", "verdict") else "right")
     for r in rows:
         table.add_row(r["data_path"], str(r["num_workers"]), str(r["batch_size"]), f"{r['loader_images_per_sec']:,.0f}",
                       f"{r['model_images_per_sec']:,.0f}", f"{r['train_images_per_sec']:,.0f}",
-                      f"{r['train_stall_fraction']:.0%}", r["verdict"])
+                      f"{r['train_fetch_fraction']:.0%}", f"{r['train_harness_fraction']:.0%}", r["verdict"])
     return table
 
 

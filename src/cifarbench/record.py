@@ -20,7 +20,7 @@ from .errors import DiskFullError
 if TYPE_CHECKING:
     from .config import RunConfig
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: named time-to-target clocks, curve seconds per clock, fetch/harness data wait
 RECORD_NAME = "record.json"
 # A run is "running" until it ends as completed, not-reached, diverged or failed, or is "requeued" by
 # Slurm after a preemption checkpoint (its next attempt goes on with the same record). The first three
@@ -96,22 +96,6 @@ def mark_abandoned(run_dir: Path, how: str) -> bool:
 def exit_description(returncode: int) -> str:
     """How a process ended, as records say it: 'killed by SIGKILL', 'exited with code 1'."""
     return f"killed by {signal.Signals(-returncode).name}" if returncode < 0 else f"exited with code {returncode}"
-
-
-def time_to_target(tta: dict[str, Any], throughput: dict[str, Any]) -> dict[str, Any]:
-    """The four clocks: with/without validation x with/without warm-up (compile, autotuning, worker start).
-
-    Excluding warm-up subtracts the warm-up steps' overhead over the steady-state step time; the work those
-    steps did stays on the clock. Not reached: every clock is None.
-    """
-    overhead = throughput.get("warmup_overhead_seconds") or 0.0
-    seconds, excl_val = tta.get("seconds"), tta.get("seconds_excl_val")
-    return {
-        **tta,
-        "warmup_overhead_seconds": overhead,
-        "seconds_excl_warmup": None if seconds is None else max(seconds - overhead, 0.0),
-        "seconds_excl_val_excl_warmup": None if excl_val is None else max(excl_val - overhead, 0.0),
-    }
 
 
 def new_record(cfg: "RunConfig", run_id: str, status: str, kind: str = "fit", **parts: Any) -> dict[str, Any]:

@@ -15,27 +15,24 @@ import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.fabric.utilities.rank_zero import _get_rank
 from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.profilers import PyTorchProfiler
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from rich.console import Console
 
-from .callbacks.data_wait import DataWait
-from .callbacks.divergence import DivergenceGuard
-from .callbacks.environment import EnvironmentInfo
 from .callbacks.error_log import ErrorLog
 from .callbacks.progress import ThrottledRichProgressBar
 from .callbacks.requeue_signal import ReleaseRequeueSignal
-from .callbacks.throughput import SteadyStateThroughput
-from .callbacks.time_to_accuracy import TimeToAccuracy
 from .checks import check_config
 from .config import RunConfig
 from .data import build_datamodule
 from .data.sources import prepare_source
 from .loggers import build_loggers, finish_wandb
 from .lr_find import lr_find
+from .measure import (DataWait, DivergenceGuard, EnvironmentInfo, PhaseTimer, SteadyStateThroughput, TimeToTarget,
+                      TracingPhaseTimer, UntimedWarmup)
+from .measure.peak_flops import apply_math_mode
 from .model import count_parameters, flops_per_image
 from .attempts import discard_hpc_checkpoints, earlier_attempts, hpc_checkpoint, new_attempt, resume_checkpoint
-from .record import atomic_write_text, final_status, new_record, now, time_to_target, write_record
+from .record import atomic_write_text, final_status, new_record, now, write_record
 from .rank_watchdog import RankWatchdog
 from .trainer import build_trainer
 from .training_curves import write_training_curves
@@ -51,6 +48,7 @@ warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")  # Lightn
 def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
     """Trains one configuration and returns the path of its run record (written by global rank 0)."""
     check_config(cfg)
+    origin = time.perf_counter()  # the mlperf clock's start: before the data set is first touched
     prepare_source(cfg.data)
     run_id = resolve_run_id(cfg)
     run_dir = Path(cfg.output.dir).expanduser() / run_id
@@ -72,15 +70,19 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
                                          attempts=attempts))
 
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    torch.set_float32_matmul_precision(cfg.trainer.matmul_precision)
+    apply_math_mode(cfg.trainer.matmul_precision)
     module = CifarClassifier(cfg.model, cfg.optim, cfg.trainer.channels_last, cfg.trainer.compile)
     datamodule = build_datamodule(cfg.data, seed=cfg.trainer.seed)
-    throughput = SteadyStateThroughput(cfg.measure.warmup_steps, flops_per_image(cfg.model.width, training=True),
-                                       precision=cfg.trainer.precision)
+    m, log_every = cfg.measure, min(50, train_steps_per_epoch(cfg))
+    phases = build_profiler(cfg, run_id, run_dir)
+    warmup = UntimedWarmup(m.untimed_warmup_steps, cfg.data.batch_size, eval_batch_sizes(cfg))
+    throughput = SteadyStateThroughput(m.warmup_steps, flops_per_image(cfg.model.width, training=True),
+                                       precision=cfg.trainer.precision, phases=phases)
     previous_clock = attempts[-2]["clock_at_end"] if len(attempts) > 1 else None  # None: a new run, or unknown
-    tta = TimeToAccuracy(cfg.measure.target_accuracy, prior_seconds=previous_clock,
-                         stop_at_target=cfg.measure.stop_at_target)
-    data_wait, divergence = DataWait(cfg.measure.warmup_steps), DivergenceGuard()
+    tta = TimeToTarget(m.target_accuracy, prior_seconds=previous_clock, stop_at_target=m.stop_at_target, origin=origin,
+                       phases=phases, untimed_warmup=m.untimed_warmup_steps > 0)
+    data_wait = DataWait(m.warmup_steps, profiler=phases) if m.data_wait else None
+    divergence = DivergenceGuard(m.divergence_check_every or log_every)
     env = EnvironmentInfo()  # the config sits at the record's top level
     loggers = build_loggers(cfg, run_id, run_dir, restart=len(attempts) - 1)
 
@@ -92,16 +94,18 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
                                          failed_rank=rank, restarts=len(attempts) - 1, attempts=attempts))
 
     watchdog, error_log = RankWatchdog(record_dead_rank), ErrorLog(run_dir)
-    callbacks = [throughput, tta, data_wait, divergence, env, LearningRateMonitor(logging_interval="step"),
-                 ThrottledRichProgressBar(), error_log, ReleaseRequeueSignal()]
-    trainer = build_trainer(cfg.trainer, run_dir, callbacks, loggers, watchdog=watchdog,
-                            log_every_n_steps=min(50, train_steps_per_epoch(cfg)),
-                            profiler=build_profiler(cfg, run_id, run_dir))
+    measurements = [warmup, tta, throughput, *([data_wait] if data_wait else []), divergence, env]  # warm-up first
+    callbacks = [*measurements, LearningRateMonitor(logging_interval="step"), ThrottledRichProgressBar(), error_log,
+                 ReleaseRequeueSignal()]
+    trainer = build_trainer(cfg.trainer, run_dir, callbacks, loggers, watchdog=watchdog, log_every_n_steps=log_every,
+                            profiler=phases)
 
     error, failed_rank, accuracy, requeued = None, None, {}, False
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=None if lightning_finds_it else resumed_from)
         discard_hpc_checkpoints(trainer, run_dir)
+        if cfg.trainer.checkpoint and trainer.current_epoch % cfg.trainer.checkpoint_every_n_epochs:
+            trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")  # the final weights, off every clock
         accuracy = _accuracies(tta.curve, trainer)
         if trainer.interrupted:
             error = "interrupted (KeyboardInterrupt or SIGTERM) before the last epoch"
@@ -120,8 +124,9 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
     record = new_record(cfg, run_id, status, started_at=started, error=error, failed_rank=failed_rank,
                         restarts=len(attempts) - 1, attempts=attempts, divergence=divergence.summary,
                         environment=env.summary,
-                        throughput=throughput.summary, time_to_target=time_to_target(tta.summary, throughput.summary),
-                        data_wait=data_wait.summary, accuracy=accuracy, curve=tta.curve,
+                        throughput=throughput.summary, time_to_target=tta.summary,
+                        data_wait=data_wait.summary if data_wait else {"disabled": "measure.data_wait: false"},
+                        accuracy=accuracy, curve=tta.curve,
                         lr_find=found_lr and {k: v for k, v in found_lr.items() if k not in ("lr", "loss")},
                         model={"parameters": count_parameters(module.net),
                                "forward_flops_per_image": flops_per_image(cfg.model.width),
@@ -178,20 +183,29 @@ def resolve_run_id(cfg: RunConfig) -> str:
     return run_id
 
 
-def build_profiler(cfg: RunConfig, run_id: str, run_dir: Path) -> Optional[PyTorchProfiler]:
-    """Lightning's PyTorchProfiler on a wait/warmup/active schedule; its chrome traces (one file per rank,
-    ``<run dir>/profiler/<run id>/*.pt.trace.json``) open in TensorBoard's profiler plugin and in Perfetto.
-    The profiled steps are slower, so a profiled run's record says so (``config.profiler.enabled``)."""
+def build_profiler(cfg: RunConfig, run_id: str, run_dir: Path) -> PhaseTimer:
+    """The run's profiler: always the PhaseTimer the measurements read (fetch, step, checkpoint writes); with
+    ``profiler.enabled`` it is also Lightning's PyTorchProfiler on a wait/warmup/active schedule, whose chrome
+    traces (one file per rank, ``<run dir>/profiler/<run id>/*.pt.trace.json``) open in TensorBoard's profiler
+    plugin and in Perfetto. The profiled steps are slower, so a profiled run's record says so
+    (``config.profiler.enabled``)."""
     p = cfg.profiler
     if not p.enabled:
-        return None
-    return PyTorchProfiler(dirpath=run_dir / "profiler" / run_id, filename="trace", export_to_chrome=True,
-                           schedule=torch.profiler.schedule(wait=p.wait, warmup=p.warmup, active=p.active, repeat=1))
+        return PhaseTimer()
+    return TracingPhaseTimer(dirpath=run_dir / "profiler" / run_id, filename="trace", export_to_chrome=True,
+                             schedule=torch.profiler.schedule(wait=p.wait, warmup=p.warmup, active=p.active, repeat=1))
 
 
 def train_steps_per_epoch(cfg: RunConfig) -> int:
     world = cfg.trainer.devices * cfg.trainer.num_nodes
     return max(cfg.data.train_images() // world // cfg.data.batch_size, 1)
+
+
+def eval_batch_sizes(cfg: RunConfig) -> list[int]:
+    """Batch sizes a rank's validation runs: full batches and the last, shorter one (shapes torch.compile sees)."""
+    world = cfg.trainer.devices * cfg.trainer.num_nodes
+    per_rank = max(-(-cfg.data.val_size // world), 1)
+    return [min(cfg.data.batch_size, per_rank), per_rank % cfg.data.batch_size or cfg.data.batch_size]
 
 
 def _accuracies(curve: list[dict], trainer: L.Trainer) -> dict[str, Optional[float]]:

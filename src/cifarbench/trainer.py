@@ -48,9 +48,10 @@ def build_trainer(t: TrainerConfig, run_dir: Path, callbacks: list, loggers: lis
                   watchdog: Optional[RankWatchdog] = None, **overrides: Any) -> L.Trainer:
     """The Lightning Trainer for the strategy knobs; ``overrides`` go to ``L.Trainer`` as they are."""
     if t.checkpoint:
-        # checkpoints/last.ckpt after every epoch (the newest: top-1 with no monitor), overwritten in place;
+        # checkpoints/last.ckpt every N epochs (the newest: top-1 with no monitor), overwritten in place;
         # Lightning 2.6's save_last alone writes only when a top-k checkpoint was saved, i.e. never with top-0
         callbacks = [*callbacks, ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
+                                                 every_n_epochs=t.checkpoint_every_n_epochs,
                                                  enable_version_counter=False)]
     return L.Trainer(
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=build_strategy(t, watchdog),

@@ -1,0 +1,22 @@
+"""Measurement: each number a small Lightning callback, usable alone, none of which waits for the device
+inside a timed window.
+
+- :mod:`.clock`: device stamps (CUDA events) read at window ends; cross-rank gathers.
+- :mod:`.phases`: the profiler that times batch fetch, step and checkpoint writes from Lightning's actions.
+- :mod:`.throughput`: steady-state images/s, FLOP/s, MFU; :mod:`.peak_flops`: the MFU denominator.
+- :mod:`.time_to_target`: the mlperf, train_only and steady clocks; :mod:`.warmup`: the untimed warm-up.
+- :mod:`.data_wait`: fetch, harness and device-gap shares of each step.
+- :mod:`.divergence`: non-finite loss, checked on the device, read every N steps.
+- :mod:`.environment`: what the numbers were measured on.
+"""
+
+from .data_wait import DataWait
+from .divergence import DivergenceGuard
+from .environment import EnvironmentInfo
+from .phases import PhaseTimer, TracingPhaseTimer
+from .throughput import SteadyStateThroughput
+from .time_to_target import TimeToTarget
+from .warmup import UntimedWarmup
+
+__all__ = ["DataWait", "DivergenceGuard", "EnvironmentInfo", "PhaseTimer", "SteadyStateThroughput", "TimeToTarget",
+           "TracingPhaseTimer", "UntimedWarmup"]

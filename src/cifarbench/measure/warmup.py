@@ -1,0 +1,59 @@
+"""An untimed warm-up of every shape training and evaluation will run, so compile is off the steady clock."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+
+class UntimedWarmup(L.Callback):
+    """Before the first training step, runs ``steps`` forward+backward passes of the training batch shape and
+    one evaluation forward per ``eval_batch_sizes`` (and of its mirror image, as flip test-time augmentation
+    feeds it), on random inputs, then puts every weight and buffer back.
+
+    This is what airbench does with a throw-away run: torch.compile's graphs (train and eval, both memory
+    layouts), cuDNN's autotuning and the allocator's first growth happen here, before the ``steady`` clock
+    of :class:`TimeToTarget` starts. The weights are restored and gradients cleared, so training starts
+    exactly as it would have. It calls the LightningModule itself, not the DDP wrapper: no collective runs.
+    Put it before TimeToTarget in the callback list (both use ``on_train_start``).
+    """
+
+    def __init__(self, steps: int, batch_size: int, eval_batch_sizes: Sequence[int], num_classes: int = 10,
+                 image_shape: tuple[int, int, int] = (3, 32, 32)):
+        self.steps, self.batch_size, self.eval_batch_sizes = steps, batch_size, sorted(set(eval_batch_sizes))
+        self.num_classes, self.image_shape = num_classes, image_shape
+        self.done = False
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.done or self.steps == 0:
+            return
+        saved = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        was_training = pl_module.training
+        pl_module.train()
+        for _ in range(self.steps):
+            images, labels = self._batch(trainer, pl_module, self.batch_size)
+            with trainer.precision_plugin.train_step_context():
+                loss = F.cross_entropy(pl_module(images), labels)
+            loss.backward()
+        pl_module.eval()
+        with torch.inference_mode(), trainer.precision_plugin.val_step_context():
+            for size in self.eval_batch_sizes:
+                images, _ = self._batch(trainer, pl_module, size)
+                pl_module(images)
+                if getattr(pl_module, "tta_flip", False):
+                    pl_module(images.flip(-1))
+        pl_module.train(was_training)
+        pl_module.load_state_dict(saved)
+        pl_module.zero_grad(set_to_none=True)
+        self.done = True
+
+    def _batch(self, trainer: L.Trainer, pl_module: L.LightningModule, size: int):
+        """Random inputs of the loader's shape and dtype, through the same conversions a real batch gets."""
+        device = trainer.strategy.root_device
+        batch = (torch.randn(size, *self.image_shape, device=device),
+                 torch.randint(0, self.num_classes, (size,), device=device))
+        batch = trainer.precision_plugin.convert_input(batch)
+        return pl_module.on_after_batch_transfer(batch, 0)
