@@ -94,8 +94,8 @@ class DataWait(L.Callback):
         steady = np.array([s for i, s in enumerate(self.steps) if i not in warmup]).reshape(-1, 5)
         every = np.array(self.steps).reshape(-1, 5)
         totals = [*steady.sum(axis=0), *every.sum(axis=0), len(steady)]
-        rows = gather_rows(trainer, totals)
-        per_step_fetch = gather_rows(trainer, list(steady[:, FETCH])) if len(steady) else []
+        gathered = gather_rows(trainer, totals + list(steady[:, FETCH]))  # one collective: ranks run equal steps
+        rows, per_step_fetch = [g[:11] for g in gathered], [g[11:] for g in gathered]
         on_device = self._device.type == "cuda"
 
         def share(row: list[float], part: int, whole: int = CYCLE) -> float:

@@ -8,7 +8,7 @@ from typing import Any, Optional
 import lightning as L
 import torch
 
-from .clock import Stamp, elapsed, stamp, synced_now
+from .clock import Stamp, elapsed, settle, stamp, synced_now
 from .phases import PhaseTimer
 
 # What each clock holds, and the published rule it follows; written into every record beside the seconds.
@@ -18,9 +18,10 @@ CLOCK_REGIONS = {
               "paused (MLPerf Training's rule)",
     "train_only": "the mlperf clock less every validation and checkpoint write before the target (DAWNBench's "
                   "rule: validation excluded, data preparation included)",
-    "steady": "training only: from the first step after an untimed warm-up of the same train and eval shapes "
-              "(compile, autotuning and one-off allocation off the clock) to the target, validation and "
-              "checkpoint writes excluded (as airbench reports)",
+    "steady": "training only, device-timed: from the first step after an untimed warm-up of the same train and "
+              "eval shapes (compile, autotuning and one-off allocation off the clock) to the target, validation "
+              "and checkpoint writes excluded; a resumed run adds each attempt's, lost work not on it (as airbench "
+              "reports)",
 }
 
 
@@ -29,11 +30,11 @@ class TimeToTarget(L.Callback):
 
     The wall clock starts at ``origin`` (``time.perf_counter()`` taken before the data set is first touched;
     by default ``on_fit_start``) and is read, after waiting for the device, only at the end of each
-    validation (already a sync point: the host reads the accuracy) and at the start of training (after the
-    untimed warm-up). Validation time comes from device stamps, checkpoint writes from the run's
-    :class:`PhaseTimer` (``phases``). The ``steady`` clock needs the untimed warm-up (:class:`UntimedWarmup`,
-    before this callback in the list): without one it is None. A run that never reaches the target
-    reports ``seconds: None`` on every clock, never a number.
+    validation (already a sync point: the host reads the accuracy). Validation time and the ``steady``
+    clock come from device stamps (the start of training, validation start and end), checkpoint writes
+    from the run's :class:`PhaseTimer` (``phases``), all read at that same moment. The ``steady`` clock
+    needs the untimed warm-up (:class:`UntimedWarmup`, before this callback in the list): without one it is
+    None. A run that never reaches the target reports ``seconds: None`` on every clock, never a number.
 
     Across a preemption the clocks go on from where the previous attempt stopped: the curve and the clocks
     at the moment of the checkpoint come back with it (``state_dict``), and ``prior_seconds``, when known,
@@ -53,11 +54,12 @@ class TimeToTarget(L.Callback):
         self.reached: Optional[dict[str, Any]] = None
         self._device = torch.device("cpu")
         self._t0: Optional[float] = None
-        self._attempt_origin = 0.0
-        self._carried = {"validation_seconds": 0.0, "checkpoint_seconds": 0.0, "start_up_seconds": 0.0}
+        self._carried = {"validation_seconds": 0.0, "checkpoint_seconds": 0.0, "steady_seconds": 0.0}
         self._val_s = 0.0
         self._val_start: Optional[Stamp] = None
-        self._start_up_s = 0.0  # this attempt's: origin to the first training step (data, model, warm-up)
+        self._validations: list[tuple[Stamp, Stamp]] = []  # this attempt's
+        self._train_start: Optional[Stamp] = None
+        self._steady_s = 0.0  # this attempt's, up to the newest validation end
         self._checkpoint_clock: Optional[float] = None
         self._lost_s = 0.0
 
@@ -69,23 +71,22 @@ class TimeToTarget(L.Callback):
         if self.prior_seconds is not None:
             self._lost_s += max(self.prior_seconds - offset, 0.0)
             offset = self.prior_seconds
-        self._attempt_origin = self.origin if self.origin is not None else time.perf_counter()
-        self._t0 = self._attempt_origin - offset
+        self._t0 = (self.origin if self.origin is not None else time.perf_counter()) - offset
 
     def on_train_start(self, trainer, pl_module) -> None:
-        self._start_up_s = synced_now(self._device) - self._attempt_origin  # once per attempt, before any step
+        self._train_start = stamp(self._device)  # after the untimed warm-up: the steady clock's start
 
     def clock(self) -> Optional[float]:
         """Seconds on the mlperf clock now (all attempts so far); None before fit started."""
         return None if self._t0 is None else time.perf_counter() - self._t0
 
     def _spent(self) -> dict[str, float]:
-        """Validation, checkpoint and start-up seconds of every attempt so far."""
+        """Validation, checkpoint and steady seconds of every attempt so far."""
         checkpoints = self.phases.checkpoint_seconds() if self.phases is not None else 0.0
         c = self._carried
         return {"validation_seconds": c["validation_seconds"] + self._val_s,
                 "checkpoint_seconds": c["checkpoint_seconds"] + checkpoints,
-                "start_up_seconds": c["start_up_seconds"] + self._start_up_s}
+                "steady_seconds": c["steady_seconds"] + self._steady_s}
 
     def state_dict(self) -> dict[str, Any]:
         return {"curve": self.curve, "reached": self.reached, "lost_seconds": self._lost_s, "clock": self.clock(),
@@ -106,11 +107,16 @@ class TimeToTarget(L.Callback):
         end = stamp(self._device)
         now = synced_now(self._device)  # the end of validation: the host has read the accuracy already
         self._val_s += elapsed(self._val_start, end)
+        self._validations.append((self._val_start, end))
         self._val_start = None
+        checkpoints = self.phases.checkpoints if self.phases is not None else []
+        settle(*(b for _, b in checkpoints))  # written before this validation ended: passed already, no wait
+        paused = sum(elapsed(a, b) for a, b in self._validations + checkpoints if b.host <= end.host)
+        self._steady_s = elapsed(self._train_start, end) - paused if self._train_start is not None else 0.0
         spent = self._spent()
         mlperf = now - self._t0
         train_only = mlperf - spent["validation_seconds"] - spent["checkpoint_seconds"]
-        steady = train_only - spent["start_up_seconds"] if self.untimed_warmup else None
+        steady = spent["steady_seconds"] if self.untimed_warmup else None
         metrics = trainer.callback_metrics
         point = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step, "val_acc": float(metrics[self.monitor]),
                  "val_loss": float(metrics["val/loss"]) if "val/loss" in metrics else None,
@@ -123,11 +129,13 @@ class TimeToTarget(L.Callback):
 
     @property
     def summary(self) -> dict[str, Any]:
-        hit = self.reached or {}
+        hit, spent = self.reached or {}, self._spent()
         seconds = hit.get("seconds") or {}
         clocks = {name: {"seconds": seconds.get(name), "region": region} for name, region in CLOCK_REGIONS.items()}
         if not self.untimed_warmup:
             clocks["steady"]["note"] = ("not given: no untimed warm-up ran (measure.untimed_warmup_steps: 0), so "
                                         "compile and warm-up would be on it")
         return {"target": self.target, "reached": self.reached is not None, "epoch": hit.get("epoch"),
-                "step": hit.get("step"), "clocks": clocks, "lost_seconds": self._lost_s, **self._spent()}
+                "step": hit.get("step"), "clocks": clocks, "lost_seconds": self._lost_s,
+                # the whole run's, up to its last validation (the clocks hold those before the target)
+                "validation_seconds": spent["validation_seconds"], "checkpoint_seconds": spent["checkpoint_seconds"]}
