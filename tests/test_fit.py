@@ -4,6 +4,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from cifarbench.record import read_record
@@ -22,16 +23,22 @@ def test_smoke_config_trains_measures_and_prints_the_record_path_last(tmp_path):
     tta, tp, wait = record["time_to_target"], record["throughput"], record["data_wait"]
     last = record["curve"][-1]
     assert len(record["curve"]) == 4 and tta["reached"] and tta["target"] == 0.5
-    assert 0 < tta["seconds_excl_val"] < tta["seconds"] <= last["seconds"]
-    assert 0 <= tta["seconds_excl_val_excl_warmup"] <= tta["seconds_excl_val"]
+    clocks = {name: tta["clocks"][name]["seconds"] for name in ("mlperf", "train_only", "steady")}
+    assert all(tta["clocks"][name]["region"] for name in clocks)
+    assert 0 < clocks["steady"] < clocks["train_only"] < clocks["mlperf"] <= last["seconds"]["mlperf"]
     assert 100 < tp["images_per_sec"] < 100_000 and tp["steady_steps"] == 4 * (3000 // 128) - 3
     assert tp["steady_images"] == tp["steady_steps"] * 128
+    assert tp["images_per_sec"] == pytest.approx(tp["steady_images"] / tp["steady_seconds"])
+    assert tp["checkpoints"] == 4 and tp["checkpoint_seconds"] > 0
     assert 0 < tp["mfu"] < 1 and tp["peak_flops_source"].startswith("cpu matmul probe")
-    assert 0 <= wait["stall_fraction"] < 0.5 and wait["steps"] == 4 * (3000 // 128)
+    assert 0 <= wait["fetch_fraction"] < 0.5 and 0 <= wait["harness_fraction"] < 0.5 and wait["steps"] == 4 * (3000 // 128)
+    assert wait["stall_fraction"] == wait["fetch_fraction"]  # on a CPU the host is the device
     assert record["accuracy"]["best_val"] >= 0.5 and record["accuracy"]["test"] > 0.3
     env = record["environment"]
     assert env["world_size"] == 1 and env["versions"]["lightning"] and env["cpu"]["logical_cores"] >= 1
     assert env["git"]["commit"] and len(env["git"]["commit"]) == 40
+    assert env["precision_flags"] == {"matmul_precision": "highest", "matmul_allow_tf32": False,
+                                      "cudnn_allow_tf32": False, "cudnn_benchmark": False}
     assert yaml.safe_load((record_path.parent / "config.yaml").read_text()) == record["config"]
     assert (record_path.parent / "checkpoints" / "last.ckpt").is_file()
 
@@ -41,7 +48,7 @@ def test_smoke_config_trains_measures_and_prints_the_record_path_last(tmp_path):
                                 "--json", str(wandb_dir)], capture_output=True, text=True, timeout=120, check=True)
     summary = json.loads(inspected.stdout)
     numbers = json.dumps(summary)
-    for key in ("time_to_target", "images_per_sec", "best_val_acc", "data_stall_fraction", "mfu"):
+    for key in ("time_to_target/mlperf", "time_to_target/steady", "images_per_sec", "best_val_acc", "data_stall_fraction", "mfu"):
         assert f'"{key}"' in numbers
     assert summary["config"]["trainer"]["precision"] == "bf16-mixed"
 
@@ -60,7 +67,7 @@ def test_real_cifar10_images_train_well_above_chance(tmp_path, cifar_tarball):
 def test_unreached_target_is_recorded_as_not_reached_with_no_time(tmp_path):
     path, record = fit(tiny_config(tmp_path, measure={"target_accuracy": 0.999, "warmup_steps": 2}))
     assert record["status"] == "not-reached" and read_record(path)["status"] == "not-reached"
-    assert record["time_to_target"]["seconds"] is None and record["time_to_target"]["seconds_excl_warmup"] is None
+    assert all(clock["seconds"] is None for clock in record["time_to_target"]["clocks"].values())
     assert len(record["curve"]) == 2
 
 
@@ -89,11 +96,18 @@ def test_print_config_prints_a_config_that_fit_accepts(tmp_path):
             defaults["measure"]["target_accuracy"]) == (512, 24, "adam", 0.93)
 
 
-def test_a_diverging_run_stops_within_a_few_steps_and_says_where(tmp_path):
-    cfg = tiny_config(tmp_path, optim={"optimizer": "sgd", "max_lr": 1e12, "div_factor": 1.0, "pct_start": 0.01},
-                      trainer={"epochs": 5})
-    path, record = fit(cfg)
-    assert record["status"] == "diverged" and record["divergence"]["diverged"]
-    steps_per_epoch = 1000 // 100
-    assert record["divergence"]["step"] < steps_per_epoch  # stopped in the first epoch, not after five
+@pytest.mark.parametrize("devices", [1, 2])
+def test_a_diverging_run_stops_within_the_check_interval_and_says_where(tmp_path, devices):
+    """The NaN check reads the device every 3 steps (one all-gather across the 2 DDP ranks): the run stops at
+    the first check after the first non-finite loss and names the step it appeared at."""
+    result = run_cli("fit", "-c", "bench/configs/smoke.yaml", "--optim.optimizer", "sgd", "--optim.max_lr", "1e12",
+                     "--optim.div_factor", "1.0", "--optim.pct_start", "0.01", "--trainer.epochs", "5",
+                     "--measure.divergence_check_every", "3", "--trainer.devices", str(devices),
+                     "--trainer.strategy", "ddp" if devices > 1 else "auto", "--output.dir", str(tmp_path),
+                     "--output.wandb", "disabled", timeout=300)
+    record = read_record(Path(last_line(result)))
+    divergence = record["divergence"]
+    assert record["status"] == "diverged" and divergence["diverged"] and divergence["check_every"] == 3
+    assert divergence["step"] <= divergence["noticed_at_step"] < divergence["step"] + 3
+    assert record["accuracy"]["steps_completed"] == divergence["noticed_at_step"]  # stopped there, on every rank
     assert record["accuracy"]["epochs_completed"] <= 1

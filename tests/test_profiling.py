@@ -20,8 +20,8 @@ from conftest import last_line, run_cli, tiny_config
 def test_verdict_wording():
     assert verdict(41, 100) == "data-bound: the loader delivers 41% of what the model consumes"
     assert verdict(300, 100) == "compute-bound: the loader delivers 3.0x what the model consumes"
-    assert verdict(300, 100, 0.5).endswith("yet training waited for data 50% of the time (loader and model share the "
-                                           "CPU cores)")
+    assert verdict(300, 100, 0.5).endswith("yet training spent 50% of its time fetching batches (loader and model "
+                                           "share the CPU cores)")
 
 
 @pytest.mark.parametrize("path", ["albumentations", "ffcv", "device"])

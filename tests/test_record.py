@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from cifarbench.record import atomic_write_text, final_status, read_record, time_to_target, write_record
+from cifarbench.record import atomic_write_text, final_status, read_record, write_record
 
 
 def test_record_is_written_atomically_and_readable_by_others(tmp_path):
@@ -26,15 +26,6 @@ def test_a_failed_write_keeps_the_previous_file(tmp_path):
         atomic_write_text(path, str(Unserialisable()))
     assert json.loads(path.read_text()) == {"status": "running"}
     assert [p.name for p in tmp_path.iterdir()] == ["record.json"]
-
-
-def test_time_to_target_clocks():
-    tta = {"target": 0.9, "reached": True, "seconds": 100.0, "seconds_excl_val": 80.0}
-    out = time_to_target(tta, {"warmup_overhead_seconds": 30.0})
-    assert (out["seconds_excl_warmup"], out["seconds_excl_val_excl_warmup"]) == (70.0, 50.0)
-    missed = time_to_target({"target": 0.9, "reached": False, "seconds": None, "seconds_excl_val": None},
-                            {"warmup_overhead_seconds": 30.0})
-    assert missed["seconds_excl_warmup"] is None and missed["seconds_excl_val_excl_warmup"] is None
 
 
 @pytest.mark.parametrize("error, diverged, reached, status", [

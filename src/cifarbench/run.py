@@ -214,4 +214,4 @@ def _accuracies(curve: list[dict], trainer: L.Trainer) -> dict[str, Optional[flo
     return {"best_val": max((p["val_acc"] for p in curve), default=None),
             "final_val": curve[-1]["val_acc"] if curve else None,
             "final_train": float(train_acc) if train_acc is not None else None,
-            "test": None, "epochs_completed": trainer.current_epoch}
+            "test": None, "epochs_completed": trainer.current_epoch, "steps_completed": trainer.global_step}

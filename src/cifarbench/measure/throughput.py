@@ -133,6 +133,7 @@ class SteadyStateThroughput(L.Callback):
             "images_per_sec": total,
             "images_per_sec_per_device": total / world_size,
             "per_rank_images_per_sec": [r[0] / r[1] for r in rows],
+            "per_rank_steady_seconds": [r[1] for r in rows],
             "steady_seconds": slowest,
             "steady_images": images,
             "warmup_seconds": warmup_s,
