@@ -118,7 +118,7 @@ class MeasureConfig:
     untimed_warmup_steps: int = 2  # train steps (and one eval pass) run on random data before any clock; 0: none
     stop_at_target: bool = False  # end training at the first validation at the target (DAWNBench's rule)
     divergence_check_every: Optional[int] = None  # steps between NaN checks (one read + one collective); None: the logging interval
-    data_wait: bool = True  # time each step's fetch, harness and device gap (off only to measure what it costs)
+    per_step: bool = True  # data wait and divergence check each step; false only to measure what they cost
 
 
 @dataclass

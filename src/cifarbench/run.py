@@ -81,8 +81,8 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
     previous_clock = attempts[-2]["clock_at_end"] if len(attempts) > 1 else None  # None: a new run, or unknown
     tta = TimeToTarget(m.target_accuracy, prior_seconds=previous_clock, stop_at_target=m.stop_at_target, origin=origin,
                        phases=phases, untimed_warmup=m.untimed_warmup_steps > 0)
-    data_wait = DataWait(m.warmup_steps, profiler=phases) if m.data_wait else None
-    divergence = DivergenceGuard(m.divergence_check_every or log_every)
+    data_wait = DataWait(m.warmup_steps, profiler=phases) if m.per_step else None
+    divergence = DivergenceGuard(m.divergence_check_every or log_every) if m.per_step else None
     env = EnvironmentInfo()  # the config sits at the record's top level
     loggers = build_loggers(cfg, run_id, run_dir, restart=len(attempts) - 1)
 
@@ -94,7 +94,7 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
                                          failed_rank=rank, restarts=len(attempts) - 1, attempts=attempts))
 
     watchdog, error_log = RankWatchdog(record_dead_rank), ErrorLog(run_dir)
-    measurements = [warmup, tta, throughput, *([data_wait] if data_wait else []), divergence, env]  # warm-up first
+    measurements = [c for c in (warmup, tta, throughput, data_wait, divergence, env) if c]  # warm-up first
     callbacks = [*measurements, LearningRateMonitor(logging_interval="step"), ThrottledRichProgressBar(), error_log,
                  ReleaseRequeueSignal()]
     trainer = build_trainer(cfg.trainer, run_dir, callbacks, loggers, watchdog=watchdog, log_every_n_steps=log_every,
@@ -119,13 +119,15 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
         error_log.write(trainer.global_rank, err)  # unless its on_exception already did (inside trainer.fit)
         failed_rank, error = root_cause(run_dir, trainer.global_rank, trainer.world_size, err)
 
-    status = "requeued" if requeued else final_status(error, divergence.step is not None, tta.reached is not None)
+    status = "requeued" if requeued else final_status(error, bool(divergence and divergence.step is not None),
+                                                                 tta.reached is not None)
     attempts[-1] |= {"ended_at": now(), "outcome": status, "error": error, "clock_at_end": tta.clock()}
     record = new_record(cfg, run_id, status, started_at=started, error=error, failed_rank=failed_rank,
-                        restarts=len(attempts) - 1, attempts=attempts, divergence=divergence.summary,
+                        restarts=len(attempts) - 1, attempts=attempts,
+                        divergence=divergence.summary if divergence else {"disabled": "measure.per_step: false"},
                         environment=env.summary,
                         throughput=throughput.summary, time_to_target=tta.summary,
-                        data_wait=data_wait.summary if data_wait else {"disabled": "measure.data_wait: false"},
+                        data_wait=data_wait.summary if data_wait else {"disabled": "measure.per_step: false"},
                         accuracy=accuracy, curve=tta.curve,
                         lr_find=found_lr and {k: v for k, v in found_lr.items() if k not in ("lr", "loss")},
                         model={"parameters": count_parameters(module.net),
