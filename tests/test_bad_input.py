@@ -30,6 +30,9 @@ FIT_CASES = [
     (["--trainer.ddp.timeout_seconds", "0"], "trainer.ddp.timeout_seconds=0: must be a whole number of at least 1"),
     (["--data.num_workers", "-1"], "data.num_workers=-1: must be 0 or more"),
     (["--measure.warmup_steps", "-2"], "measure.warmup_steps=-2: must be 0 or more"),
+    (["--measure.untimed_warmup_steps", "-1"], "measure.untimed_warmup_steps=-1: must be 0 or more"),
+    (["--measure.divergence_check_every", "0"], "measure.divergence_check_every=0: must be a whole number of at least 1"),
+    (["--trainer.checkpoint_every_n_epochs", "0"], "trainer.checkpoint_every_n_epochs=0: must be a whole number of at least 1"),
     # sizes that do not fit together
     (["--data.batch_size", "4096"], "data.batch_size=4096: each of the 1 devices gets 1000 training images"),
     (["--data.val_size", "1200"], "data.val_size=1200: must be smaller than the"),

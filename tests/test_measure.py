@@ -328,3 +328,22 @@ def test_a_steady_window_on_cuda_waits_for_the_device_at_most_four_times(monkeyp
 
     assert len(Waits.calls) <= 4, Waits.calls
     assert callbacks[1].summary["steady_steps"] == steps - 5 and callbacks[2].summary["device_gap_fraction"] is not None
+
+
+def test_a_training_step_reads_nothing_from_the_device_between_logging_steps(monkeypatch):
+    """The module's own step (loss, epoch metrics) must not wait for the device either: torchmetrics' NaN check
+    and argument validation would (``.any()`` / ``.unique()`` read on the host)."""
+    from cifarbench.config import ModelConfig, OptimConfig
+    from cifarbench.training import CifarClassifier
+
+    module = CifarClassifier(ModelConfig(width=4), OptimConfig())
+    module.trainer = SimpleNamespace(log_every_n_steps=50, should_stop=False, global_step=0)  # not a logging step
+    monkeypatch.setattr(CifarClassifier, "global_step", property(lambda self: 0))
+    reads = []
+    for read in ("item", "tolist", "__bool__", "cpu", "numpy"):
+        original = getattr(torch.Tensor, read)
+        monkeypatch.setattr(torch.Tensor, read, lambda self, *a, _o=original, _r=read, **k: (reads.append(_r), _o(self, *a, **k))[1])
+    batch = (torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,)))
+    for step in range(3):
+        module.training_step(batch, step)
+    assert reads == []

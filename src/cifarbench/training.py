@@ -30,8 +30,11 @@ class CifarClassifier(L.LightningModule):
         self.optim_cfg, self.channels_last, self.compile_mode = optim, channels_last, compile
         self.tta_flip = model.tta_flip
         self.net = CustomResNet(model.width, model.dropout)
-        self.train_loss = MeanMetric()
-        self.train_acc, self.val_acc, self.test_acc = (MulticlassAccuracy(NUM_CLASSES, average="micro") for _ in range(3))
+        # No per-step reads from the device in training: MeanMetric's NaN check and the accuracy's argument
+        # validation each read a tensor on the host (a GPU sync every step); DivergenceGuard finds NaNs on the device.
+        self.train_loss = MeanMetric(nan_strategy="disable")
+        self.train_acc = MulticlassAccuracy(NUM_CLASSES, average="micro", validate_args=False)
+        self.val_acc, self.test_acc = (MulticlassAccuracy(NUM_CLASSES, average="micro") for _ in range(2))
         self._configured = False
 
     def configure_model(self) -> None:
