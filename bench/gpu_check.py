@@ -57,7 +57,8 @@ def run_fit(flags: list[str], run_dir: Path, run_id: str, timeout: float) -> dic
     tp, tt = record["throughput"], record["time_to_target"]
     return {"status": record["status"], "images_per_sec": tp.get("images_per_sec"), "mfu": tp.get("mfu"),
             "peak_flops_source": tp.get("peak_flops_source"), "warmup_seconds": tp.get("warmup_seconds"),
-            "time_to_target_seconds": {name: c["seconds"] for name, c in (tt.get("clocks") or {}).items()}, "best_val_acc": record["accuracy"].get("best_val")}
+            "time_to_target_seconds": {name: c["seconds"] for name, c in (tt.get("clocks") or {}).items()},
+            "best_val_acc": record["accuracy"].get("best_val")}
 
 
 KNOBS = {  # name -> (extra fit flags, needs CUDA)

@@ -347,3 +347,57 @@ def test_a_training_step_reads_nothing_from_the_device_between_logging_steps(mon
     for step in range(3):
         module.training_step(batch, step)
     assert reads == []
+
+
+# ---- peak FLOP/s and environment ----
+
+def test_an_fp32_peak_follows_the_tf32_switches(monkeypatch):
+    """cuDNN convolutions run in TF32 whenever its switch is on: the fp32 MFU denominator must be the TF32 peak
+    then, or MFU can pass 1. A stand-in device name (no CUDA here) checks the policy, not a number."""
+    from cifarbench.measure.peak_flops import apply_math_mode, peak_flops, precision_flags
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    saved = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32)
+    try:
+        apply_math_mode("highest")
+        assert not precision_flags()["cudnn_allow_tf32"] and not precision_flags()["matmul_allow_tf32"]
+        assert peak_flops(torch.device("cuda"), "32-true").source.endswith("h200 fp32")
+        apply_math_mode("high")
+        assert precision_flags()["cudnn_allow_tf32"] and precision_flags()["matmul_allow_tf32"]
+        assert peak_flops(torch.device("cuda"), "32-true").source.endswith("h200 tf32")
+        assert peak_flops(torch.device("cuda"), "bf16-mixed").source.endswith("h200 bf16")
+    finally:
+        torch.set_float32_matmul_precision(saved[0])
+        torch.backends.cudnn.allow_tf32 = saved[1]
+
+
+def test_the_cpu_peak_is_measured_once_per_host_threads_and_dtype(tmp_path, monkeypatch):
+    from cifarbench.measure import peak_flops as peaks
+
+    monkeypatch.setenv("CIFARBENCH_CACHE_DIR", str(tmp_path))
+    first = peaks.peak_flops(torch.device("cpu"), "bf16-mixed")
+    assert (tmp_path / "cpu-peak-flops.json").is_file() and first.flops > 1e9
+
+    def no_second_probe(*args, **kwargs):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(peaks, "measure_cpu_matmul", no_second_probe)
+    assert peaks.peak_flops(torch.device("cpu"), "bf16-mixed") == first
+    with pytest.raises(AssertionError, match="measured again"):  # another dtype is another entry
+        peaks.peak_flops(torch.device("cpu"), "32-true")
+
+
+def test_a_copied_tree_without_git_names_its_commit_from_revision_json(tmp_path, monkeypatch):
+    from cifarbench.measure import environment
+
+    revision = tmp_path / "REVISION.json"
+    revision.write_text('{"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": false}')
+    monkeypatch.setattr(environment, "REVISION_FILE", revision)
+    monkeypatch.setattr(environment, "_run", lambda cmd, first_line=False: None)  # as if git found no .git
+    assert environment.git_revision() == {"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": False,
+                                          "source": "REVISION.json"}
+    monkeypatch.setenv("NCCL_DEBUG", "INFO")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    env = environment.collect_environment()
+    assert env["variables"]["NCCL_DEBUG"] == "INFO" and env["variables"]["OMP_NUM_THREADS"] == "2"
+    assert set(env["precision_flags"]) == {"matmul_precision", "matmul_allow_tf32", "cudnn_allow_tf32", "cudnn_benchmark"}

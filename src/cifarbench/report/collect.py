@@ -94,7 +94,8 @@ def run_row(record: dict[str, Any], path: Path) -> dict[str, Any]:
         # the mlperf clock (everything on it); train_only leaves validation and checkpoint writes out
         "time_to_target": _clock(tt, "mlperf"), "time_to_target_excl_val": _clock(tt, "train_only"),
         "best_val_acc": acc.get("best_val"), "final_val_acc": acc.get("final_val"), "test_acc": acc.get("test"),
-        "data_stall": dw.get("stall_fraction"), "restarts": record.get("restarts", 0),
+        "data_stall": dw.get("stall_fraction"), "harness_share": dw.get("harness_fraction"),
+        "restarts": record.get("restarts", 0),
         "diverged_at_step": (record.get("divergence") or {}).get("step"),
         "machine": machine(env), "host": env.get("hostname"), "environment": env,
         "started_at": record.get("started_at"), "path": str(path),

@@ -134,12 +134,28 @@ def pareto(summary: pd.DataFrame) -> Figure:
 
 
 def data_wait(runs: pd.DataFrame) -> Figure:
-    """Share of training-step time spent waiting for data, per data path (bars: median; dots: runs)."""
-    fig, ax = _figure("Data-wait share of step time per data path (steady state)")
+    """Per data path, the share of steady step time the training waited for data (the device's idle gap on
+    CUDA, the batch fetch on a CPU) beside the harness's share (hooks, loggers, progress bar between steps),
+    which is never data wait (bars: median; dots: runs)."""
+    fig, ax = _figure("Data stall and harness time per data path (share of steady step time)")
     trained = runs[runs["status"].isin(TRAINED_TO_THE_END)].dropna(subset=["data_stall"])
     if trained.empty:
         _empty(ax, "no run has data-wait measurements")
         return fig
+    paths = sorted(trained["data_path"].astype(str).unique())
+    for x, path in enumerate(paths):
+        mine = trained[trained["data_path"].astype(str) == path]
+        for offset, column, colour, label in ((-0.2, "data_stall", "C1", "data stall"),
+                                              (0.2, "harness_share", "C7", "harness")):
+            values = mine[column].dropna() * 100
+            if values.empty:
+                continue
+            ax.bar(x + offset, values.median(), width=0.4, color=colour, alpha=0.6, label=label if x == 0 else None)
+            ax.scatter([x + offset] * len(values), values, color=colour, zorder=3)
+    ax.set_xticks(range(len(paths)), paths)
+    ax.set_ylabel("% of steady step time")
+    ax.legend(fontsize=8)
+    return fig
     paths = sorted(trained["data_path"].astype(str).unique())
     for x, path in enumerate(paths):
         values = trained[trained["data_path"].astype(str) == path]["data_stall"] * 100
