@@ -1,7 +1,8 @@
 """Harness overhead: what `cifarbench fit` and its own measurement cost, against a minimal hand-written loop.
 
 All three arms train the same model, from the same seed, on the same batches (the device-resident data path
-over generated images, augmentation included) for the same steps, in one process, the order rotating each round (a b c, b c a, c a b, ...):
+over generated images, augmentation included) for the same steps, in one process, the order rotating
+each round (a b c, b c a, c a b, ...):
   (a) a plain PyTorch loop, timed only at the window's ends (CUDA events there, no other wait);
   (b) `cifarbench fit` with every measurement on: throughput, time-to-target clocks, untimed warm-up, data
       wait (fetch/harness/device gap per step), divergence check, environment, with the LR monitor, the
@@ -153,7 +154,7 @@ def main() -> None:
                 pairs.append({**rate, "order": rotated(list(arms), rep), "b_over_a": b / a, "c_over_a": c / a})
                 print(f"{name} rep {rep}: (a) hand loop {a:,.0f} img/s, (b) fit {b:,.0f}, (c) fit without per-step "
                       f"measurement {c:,.0f}; b/a {b / a:.3f}, c/a {c / a:.3f}", flush=True)
-            results[name] = {"pairs": pairs, **{key: spread([p[key] for p in pairs]) for key in pairs[0]}}
+            results[name] = {"pairs": pairs, **{key: spread([p[key] for p in pairs]) for key in pairs[0] if key != "order"}}
     cfg = base_config(Path("."), args.epochs, args.accelerator)
     out = {"benchmark": "harness_overhead", "goal": "b/a >= 0.97 (median over rounds)", "reps": args.reps,
            "epochs": args.epochs, "accelerator": args.accelerator, "model_width": cfg.model.width,
