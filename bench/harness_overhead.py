@@ -134,6 +134,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=2)
     args = parser.parse_args()
+    machine = collect_environment()  # at the start: the commit and tree that ran, not what they became meanwhile
     results = {}
     with tempfile.TemporaryDirectory() as runs:
         for name, knobs in VARIANTS.items():
@@ -154,13 +155,14 @@ def main() -> None:
                 pairs.append({**rate, "order": rotated(list(arms), rep), "b_over_a": b / a, "c_over_a": c / a})
                 print(f"{name} rep {rep}: (a) hand loop {a:,.0f} img/s, (b) fit {b:,.0f}, (c) fit without per-step "
                       f"measurement {c:,.0f}; b/a {b / a:.3f}, c/a {c / a:.3f}", flush=True)
-            results[name] = {"pairs": pairs, **{key: spread([p[key] for p in pairs]) for key in pairs[0] if key != "order"}}
+            rates = [key for key in pairs[0] if key != "order"]
+            results[name] = {"pairs": pairs, **{key: spread([p[key] for p in pairs]) for key in rates}}
     cfg = base_config(Path("."), args.epochs, args.accelerator)
     out = {"benchmark": "harness_overhead", "goal": "b/a >= 0.97 (median over rounds)", "reps": args.reps,
            "epochs": args.epochs, "accelerator": args.accelerator, "model_width": cfg.model.width,
            "batch_size": cfg.data.batch_size,
            "steps_per_epoch": (cfg.data.synthetic_train_size - cfg.data.val_size) // cfg.data.batch_size,
-           "warmup_steps": cfg.measure.warmup_steps, "machine": collect_environment(), "variants": results}
+           "warmup_steps": cfg.measure.warmup_steps, "machine": machine, "variants": results}
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "harness_overhead.json", json.dumps(out, indent=2, default=str) + "\n")
     lines = [f"Accelerator: {args.accelerator}; {args.reps} rounds of (a, b, c), order rotated each round; "
