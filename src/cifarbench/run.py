@@ -39,6 +39,7 @@ from .training_curves import write_training_curves
 from .training import CifarClassifier
 
 RUN_ID_VARIABLE = "CIFARBENCH_RUN_ID"  # inherited by the DDP worker processes Lightning launches
+PER_STEP_OFF = {"disabled": "measure.per_step: false"}  # the record's data_wait and divergence then
 RESUME_VARIABLE = "CIFARBENCH_RESUME_FROM"  # likewise: "" (new run) or <1 if Lightning finds it itself, else 0><path>
 # The module's on_after_batch_transfer (channels_last) is meant to win over the datamodule's.
 warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer`")
@@ -124,10 +125,10 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
     attempts[-1] |= {"ended_at": now(), "outcome": status, "error": error, "clock_at_end": tta.clock()}
     record = new_record(cfg, run_id, status, started_at=started, error=error, failed_rank=failed_rank,
                         restarts=len(attempts) - 1, attempts=attempts,
-                        divergence=divergence.summary if divergence else {"disabled": "measure.per_step: false"},
+                        divergence=divergence.summary if divergence else PER_STEP_OFF,
                         environment=env.summary,
                         throughput=throughput.summary, time_to_target=tta.summary,
-                        data_wait=data_wait.summary if data_wait else {"disabled": "measure.per_step: false"},
+                        data_wait=data_wait.summary if data_wait else PER_STEP_OFF,
                         accuracy=accuracy, curve=tta.curve,
                         lr_find=found_lr and {k: v for k, v in found_lr.items() if k not in ("lr", "loss")},
                         model={"parameters": count_parameters(module.net),
