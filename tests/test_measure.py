@@ -225,6 +225,25 @@ def test_measurements_go_on_across_a_preemption(tmp_path):
     assert w["attempts"] == 2 and w["steps"] == 40 and w["steady_steps"] == 40 - 2 * 2
 
 
+def test_an_attempt_resumed_mid_epoch_measures_from_its_first_step(tmp_path):
+    """Slurm's SIGUSR1 checkpoint lands mid-epoch; the resumed attempt gets no on_train_epoch_start for it."""
+    class StopMidEpoch(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == 15:
+                trainer.save_checkpoint(tmp_path / "mid.ckpt")
+                trainer.should_stop = True
+
+    first = [SteadyStateThroughput(warmup_steps=0), DataWait(warmup_steps=0)]
+    fit(Toy(step_sleep=0.01), *first, StopMidEpoch(), epochs=3)
+    again = [SteadyStateThroughput(warmup_steps=0), DataWait(warmup_steps=0)]
+    trainer = L.Trainer(accelerator="cpu", max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, callbacks=again, profiler=again[1].profiler)
+    trainer.fit(Toy(step_sleep=0.01), ckpt_path=tmp_path / "mid.ckpt")
+    assert trainer.global_step == 30
+    assert again[0].summary["steady_steps"] == 30 and again[0].summary["images_per_sec"] > 0
+    assert again[1].summary["steps"] == 30 and again[1].summary["fetch_fraction"] is not None
+
+
 def test_a_nan_is_noticed_within_the_check_interval_and_named_at_its_step():
     class NaNAt(Toy):
         def training_step(self, batch, batch_idx):

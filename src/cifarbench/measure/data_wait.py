@@ -70,6 +70,8 @@ class DataWait(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._start = stamp(self._device)
+        if self._ref is None:  # an attempt resumed mid-epoch gets no on_train_epoch_start: its cycle starts here
+            self._ref = self._start
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         end = stamp(self._device)

@@ -61,6 +61,8 @@ class SteadyStateThroughput(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self._first is None:
             self._first = stamp(self._device)
+        if self._start is None and self.warmup_steps == 0:  # resumed mid-epoch: no on_train_epoch_start came
+            self._start = self._first
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         now = stamp(self._device)

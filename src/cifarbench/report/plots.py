@@ -58,7 +58,7 @@ def throughput_scaling(summary: pd.DataFrame) -> Figure:
 def time_to_target(runs: pd.DataFrame, summary: pd.DataFrame) -> Figure:
     """Each run's time to target (dots), the median (bar) and the IQR (line); runs that did not reach the
     target are marked at the right edge, never placed at a time."""
-    fig, ax = _figure("Time to target (dots: runs; bar: median; band: IQR)",
+    fig, ax = _figure("Time to target, mlperf clock (dots: runs; bar: median; band: IQR)",
                       height=max(2.5, 0.7 * len(summary) + 1.5))
     finite = runs["time_to_target"].dropna()
     right = (finite.max() * 1.15) if not finite.empty else 1.0

@@ -36,7 +36,7 @@ COLUMNS: dict[str, Callable[[pd.Series], str]] = {
     "Images/s": lambda r: _num(",.0f")(r["images_per_sec"]),
     "Images/s per GPU": lambda r: _num(",.0f")(r["images_per_sec_per_gpu"]),
     "Scaling eff.": lambda r: _percent(r["scaling_efficiency"]),
-    "Time to target, median [IQR]": _time_to_target,
+    "Time to target (mlperf clock), median [IQR]": _time_to_target,
     "Trimmed mean": lambda r: "–" if missing(r["ttt_trimmed_mean"]) else f"{r['ttt_trimmed_mean']:.1f} s",
     "Reached": lambda r: f"{r['reached']}/{r['runs']}",
     "Best val acc": lambda r: _percent(r["best_val_acc"]),
