@@ -14,7 +14,7 @@ Each arm's images/s is steady state: from the end of warm-up step ``warmup`` to 
 validation excluded (for b and c the run record's number; for a the same window, measured here). b/a is
 the whole harness's cost, c/a Lightning's and the loggers', and b/c what measuring adds.
 
-    python bench/harness_overhead.py --out bench/results/cpu-2core [--accelerator cuda] [--reps 7] [--epochs 1]
+    python bench/harness_overhead.py --out bench/results/cpu-2core [--accelerator cuda] [--reps 11] [--epochs 1]
 """
 
 from __future__ import annotations
@@ -131,10 +131,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--accelerator", choices=("cpu", "cuda"), default="cpu")
-    # Many short rounds rather than a few long ones: on a shared VM the machine's speed drifts by +-15% over
-    # minutes (the same code measured 784-1010 images/s in one sitting), and a ratio is only as good as the
-    # two arms being measured close together.
-    parser.add_argument("--reps", type=int, default=7)
+    # Many short rounds rather than a few long ones: on the shared 2-core VM the same arm measured 788-965
+    # images/s within minutes (and 1,595-2,268 in bf16), so a median needs many rounds to mean anything.
+    parser.add_argument("--reps", type=int, default=11)
     parser.add_argument("--epochs", type=int, default=1)
     args = parser.parse_args()
     machine = collect_environment()  # at the start: the commit and tree that ran, not what they became meanwhile

@@ -31,7 +31,7 @@ class UntimedWarmup(L.Callback):
         if self.done or self.steps == 0:
             return
         saved = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
-        was_training = pl_module.training
+        modes = {module: module.training for module in pl_module.modules()}  # frozen parts stay in eval mode
         pl_module.train()
         for _ in range(self.steps):
             images, labels = self._batch(trainer, pl_module, self.batch_size)
@@ -45,7 +45,8 @@ class UntimedWarmup(L.Callback):
                 pl_module(images)
                 if getattr(pl_module, "tta_flip", False):
                     pl_module(images.flip(-1))
-        pl_module.train(was_training)
+        for module, training in modes.items():
+            module.train(training)
         pl_module.load_state_dict(saved)
         pl_module.zero_grad(set_to_none=True)
         self.done = True
