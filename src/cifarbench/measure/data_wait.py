@@ -97,7 +97,7 @@ class DataWait(L.Callback):
         every = np.array(self.steps).reshape(-1, 5)
         totals = [*steady.sum(axis=0), *every.sum(axis=0), len(steady)]
         gathered = gather_rows(trainer, totals + list(steady[:, FETCH]))  # one collective: ranks run equal steps
-        rows, per_step_fetch = [g[:11] for g in gathered], [g[11:] for g in gathered]
+        rows, per_step_fetch = [g[:len(totals)] for g in gathered], [g[len(totals):] for g in gathered]
         on_device = self._device.type == "cuda"
 
         def share(row: list[float], part: int, whole: int = CYCLE) -> float:
