@@ -51,6 +51,13 @@ def elapsed(start: Stamp, end: Stamp) -> float:
     return end.host - start.host
 
 
+def elapsed_less(start: Stamp, end: Stamp, pauses: list[tuple[Stamp, Stamp]]) -> float:
+    """Device seconds from ``start`` to ``end`` less every ``(start, end)`` pause that lies between them
+    (validations, checkpoint writes); all settled."""
+    inside = [(a, b) for a, b in pauses if start.host <= a.host and b.host <= end.host]
+    return elapsed(start, end) - sum(elapsed(a, b) for a, b in inside)
+
+
 def synced_now(device: torch.device) -> float:
     """``time.perf_counter()`` after the device has finished all queued work (a no-op wait on CPU).
 

@@ -49,7 +49,7 @@ class PhaseTimer(Profiler):
     def start(self, action_name: str) -> None:
         if action_name.endswith(FETCH):
             self._fetch_start = time.perf_counter()
-        elif self._transfer_pending and action_name.endswith(TRANSFER) and action_name.startswith("[Strategy]"):
+        elif self._is_train_transfer(action_name):
             self._fetch_start = time.perf_counter()
         elif action_name == STEP:
             self._step_start = time.perf_counter()
@@ -62,7 +62,7 @@ class PhaseTimer(Profiler):
         if action_name.endswith(FETCH) and self._fetch_start is not None:
             self._fetch += time.perf_counter() - self._fetch_start
             self._fetch_start, self._transfer_pending = None, True
-        elif self._transfer_pending and action_name.endswith(TRANSFER) and action_name.startswith("[Strategy]"):
+        elif self._is_train_transfer(action_name):
             self._fetch += time.perf_counter() - self._fetch_start
             self._fetch_start, self._transfer_pending = None, False
         elif action_name == STEP and self._step_start is not None:
@@ -71,6 +71,10 @@ class PhaseTimer(Profiler):
         elif action_name == CHECKPOINT and self._checkpoint_start is not None:
             self.checkpoints.append((self._checkpoint_start, stamp(self.device)))
             self._checkpoint_start = None
+
+    def _is_train_transfer(self, action_name: str) -> bool:
+        """The strategy's batch_to_device right after a training fetch (evaluation batches move too)."""
+        return self._transfer_pending and action_name.endswith(TRANSFER) and action_name.startswith("[Strategy]")
 
     def take(self) -> tuple[float, float]:
         """(fetch + transfer seconds, step seconds) since the last call, as the host saw them."""

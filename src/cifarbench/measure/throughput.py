@@ -7,7 +7,7 @@ from typing import Any, Optional
 import lightning as L
 import torch
 
-from .clock import Stamp, elapsed, gather_rows, settle, stamp
+from .clock import Stamp, elapsed_less, gather_rows, settle, stamp
 from .peak_flops import PeakFlops, peak_flops
 from .phases import PhaseTimer
 
@@ -91,18 +91,13 @@ class SteadyStateThroughput(L.Callback):
         checkpoints = self.phases.checkpoints if self.phases is not None else []
         return self._validations + checkpoints
 
-    def _seconds_between(self, start: Stamp, end: Stamp) -> float:
-        """Device seconds from ``start`` to ``end`` less the validations and checkpoint writes between them."""
-        inside = [(a, b) for a, b in self._excluded() if start.host <= a.host and b.host <= end.host]  # settled
-        return elapsed(start, end) - sum(elapsed(a, b) for a, b in inside)
-
     def state_dict(self) -> dict[str, Any]:
         """This and the earlier attempts' steady images, steady seconds and warm-up seconds so far (reads the
         stamps: called at the end of training and when a checkpoint is written, after validation)."""
         settle(self._last, *(end for _, end in self._excluded() if self._last and end.host <= self._last.host))
         steady_steps = max(self._steps - self.warmup_steps, 0)
-        seconds = self._seconds_between(self._start, self._last) if steady_steps and self._last else 0.0
-        warmup_s = (self._seconds_between(self._first, self._start)
+        seconds = elapsed_less(self._start, self._last, self._excluded()) if steady_steps and self._last else 0.0
+        warmup_s = (elapsed_less(self._first, self._start, self._excluded())
                     if self.warmup_steps and self._first is not None and self._start is not None else 0.0)
         c = self._carried
         return {"images": c["images"] + self._images, "seconds": c["seconds"] + seconds,

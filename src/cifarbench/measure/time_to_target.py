@@ -8,7 +8,7 @@ from typing import Any, Optional
 import lightning as L
 import torch
 
-from .clock import Stamp, elapsed, settle, stamp, synced_now
+from .clock import Stamp, elapsed, elapsed_less, settle, stamp, synced_now
 from .phases import PhaseTimer
 
 # What each clock holds, and the published rule it follows; written into every record beside the seconds.
@@ -55,7 +55,6 @@ class TimeToTarget(L.Callback):
         self._device = torch.device("cpu")
         self._t0: Optional[float] = None
         self._carried = {"validation_seconds": 0.0, "checkpoint_seconds": 0.0, "steady_seconds": 0.0}
-        self._val_s = 0.0
         self._val_start: Optional[Stamp] = None
         self._validations: list[tuple[Stamp, Stamp]] = []  # this attempt's
         self._train_start: Optional[Stamp] = None
@@ -84,7 +83,8 @@ class TimeToTarget(L.Callback):
         """Validation, checkpoint and steady seconds of every attempt so far."""
         checkpoints = self.phases.checkpoint_seconds() if self.phases is not None else 0.0
         c = self._carried
-        return {"validation_seconds": c["validation_seconds"] + self._val_s,
+        validations = sum(elapsed(a, b) for a, b in self._validations)  # settled at each validation's end
+        return {"validation_seconds": c["validation_seconds"] + validations,
                 "checkpoint_seconds": c["checkpoint_seconds"] + checkpoints,
                 "steady_seconds": c["steady_seconds"] + self._steady_s}
 
@@ -106,13 +106,12 @@ class TimeToTarget(L.Callback):
             return
         end = stamp(self._device)
         now = synced_now(self._device)  # the end of validation: the host has read the accuracy already
-        self._val_s += elapsed(self._val_start, end)
         self._validations.append((self._val_start, end))
         self._val_start = None
         checkpoints = self.phases.checkpoints if self.phases is not None else []
         settle(*(b for _, b in checkpoints))  # written before this validation ended: passed already, no wait
-        paused = sum(elapsed(a, b) for a, b in self._validations + checkpoints if b.host <= end.host)
-        self._steady_s = elapsed(self._train_start, end) - paused if self._train_start is not None else 0.0
+        if self._train_start is not None:
+            self._steady_s = elapsed_less(self._train_start, end, self._validations + checkpoints)
         spent = self._spent()
         mlperf = now - self._t0
         train_only = mlperf - spent["validation_seconds"] - spent["checkpoint_seconds"]
