@@ -4,7 +4,7 @@ CLI := .venv/bin/cifarbench
 export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: setup demo test bench fast-recipe
+.PHONY: setup demo test bench fast-recipe reproduce
 
 setup:
 	bash scripts/setup.sh
@@ -21,3 +21,6 @@ bench: setup
 
 fast-recipe: setup
 	bash scripts/fast-recipe.sh
+
+reproduce: setup
+	bash scripts/reproduce.sh

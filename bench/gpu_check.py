@@ -26,7 +26,7 @@ from cifarbench.config import DataConfig
 from cifarbench.data import build_datamodule
 from cifarbench.measure.environment import collect_environment
 from cifarbench.measure.peak_flops import peak_flops
-from cifarbench.profile_data import loader_rate
+from cifarbench.tools.profile_data import loader_rate
 from cifarbench.record import atomic_write_text, read_record
 
 CUDA = torch.cuda.is_available()

@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from cifarbench.config import (DataConfig, MeasureConfig, ModelConfig, OutputConfig, RunConfig, TrainerConfig)
 from cifarbench.data import build_datamodule
 from cifarbench.measure.environment import collect_environment
-from cifarbench.model import CustomResNet
+from cifarbench.models.custom_resnet import CustomResNet
 from cifarbench.record import atomic_write_text
-from cifarbench.run import fit
+from cifarbench.train.run import fit
 
 VARIANTS = {"fp32": {"precision": "32-true", "channels_last": False},
             "bf16-mixed + channels_last": {"precision": "bf16-mixed", "channels_last": True}}

@@ -7,7 +7,7 @@ import torch
 from cifarbench.config import DataConfig
 from cifarbench.data.albumentations_path import AlbumentationsDataModule, eval_transform, train_transform
 from cifarbench.data.augmentation import CIFAR_MEAN, CIFAR_STD
-from cifarbench.data.sources import balanced_subset, image_folder, prepare_source, split_train_val, synthetic
+from cifarbench.data.sources import balanced_subset, check_image_folder, image_folder, split_train_val, synthetic
 from cifarbench.errors import DataError
 
 
@@ -102,14 +102,13 @@ def test_image_folder_directory_and_datamodule(tmp_path):
 
 @pytest.mark.parametrize("make, expected", [
     (lambda p: p / "missing", "no such file or directory"),
-    (lambda p: (p / "junk.tar.gz").write_bytes(b"not a tarball") and p / "junk.tar.gz", "not a directory nor a .tar"),
+    (lambda p: (p / "junk.tar.gz").write_bytes(b"not a tarball") and p / "junk.tar.gz", "not a readable .tar/.tar.gz"),
     (lambda p: (p / "train").mkdir() or p, "found no train/<class>/*.jpg"),
 ])
 def test_unusable_data_gives_one_clear_line(tmp_path, make, expected):
     root = make(tmp_path)
     with pytest.raises(DataError) as err:
-        prepare_source(DataConfig(source="folder", root=str(root)))
-        image_folder(str(root))
+        check_image_folder(root)
     message = str(err.value)
     assert expected in message and str(root) in message and "\n" not in message
     assert "data.source=torchvision" in message  # says how to get the data
@@ -121,5 +120,5 @@ def test_wrong_image_size_is_named(tmp_path):
     for split in ("train", "test"):
         (tmp_path / split / "cat").mkdir(parents=True)
         Image.new("RGB", (64, 64)).save(tmp_path / split / "cat" / "big.jpg")
-    with pytest.raises(DataError, match=r"train/cat/big.jpg is 64x64, CIFAR images must be 32x32"):
+    with pytest.raises(DataError, match=r"train/cat/big.jpg is 64x64; CIFAR images must be 32x32"):
         image_folder(str(tmp_path))

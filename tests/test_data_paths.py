@@ -16,7 +16,7 @@ from cifarbench.data import build_datamodule
 from cifarbench.data.augmentation import CIFAR_MEAN, CIFAR_STD
 from cifarbench.data.ffcv_path import check_betons, write_betons
 from cifarbench.errors import DataError
-from cifarbench.run import fit
+from cifarbench.train.run import fit
 from conftest import REPO, tiny_config
 
 PATHS = ("albumentations", "ffcv", "device")
@@ -38,19 +38,21 @@ def write_folder(root: Path, image: np.ndarray, copies: int) -> Path:
     return root
 
 
-def augmented(cfg: DataConfig, epochs: int) -> torch.Tensor:
-    """Training batches of a data path, back in 0..255 pixel units, N x 3 x 32 x 32."""
+def augmented(cfg: DataConfig, epochs: int, stacked: bool = True):
+    """Training images of a data path, back in 0..255 pixel units, N x 3 x 32 x 32: all epochs stacked, or a
+    list with one tensor per epoch. The epoch is told as Lightning tells it (sampler and ``DataEpoch``)."""
     dm = build_datamodule(cfg, seed=0)
     dm.prepare_data()
     dm.setup("fit")
     loader = dm.train_dataloader()
-    batches = []
+    per_epoch = []
     for epoch in range(epochs):
         if hasattr(getattr(loader, "sampler", None), "set_epoch"):
             loader.sampler.set_epoch(epoch)
-        batches += [x for x, _ in loader]
-    x = torch.cat(batches).float()
-    return x * torch.tensor(CIFAR_STD).view(1, 3, 1, 1) * 255 + torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1) * 255
+        dm.set_epoch(epoch)
+        x = torch.cat([x for x, _ in loader]).float()
+        per_epoch.append(x * torch.tensor(CIFAR_STD).view(1, 3, 1, 1) * 255 + torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1) * 255)
+    return torch.cat(per_epoch) if stacked else per_epoch
 
 
 def decode(x: torch.Tensor) -> dict[str, np.ndarray]:
@@ -117,6 +119,85 @@ def test_the_paths_agree_with_each_other(parity):
         for b in PATHS:
             assert abs(parity[a]["flip"].mean() - parity[b]["flip"].mean()) < 0.06
             assert abs(parity[a]["dx"].std() - parity[b]["dx"].std()) < 0.2
+
+
+def identity_folder(root: Path, n: int) -> Path:
+    """Image i: red is i everywhere, green dark on the left half and bright on the right, so that any augmented
+    copy says which image it is (the median red: fills cover less than half) and whether it is mirrored."""
+    for i in range(n):
+        image = np.zeros((32, 32, 3), dtype=np.uint8)
+        image[..., 0], image[:, 16:, 1] = i, 255
+        folder = root / "train" / "probe"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i:04d}.png")
+    (root / "test" / "probe").mkdir(parents=True)
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(root / "test" / "probe" / "0000.png")
+    return root
+
+
+def mirrored_by_image(x: torch.Tensor) -> dict[int, bool]:
+    """{image: shown mirrored?} for a batch of the identity images, from pixel units (N x 3 x 32 x 32)."""
+    ids = x[:, 0].flatten(1).median(dim=1).values.round().long()
+    mirrored = x[:, 1, :, :16].mean(dim=(1, 2)) > x[:, 1, :, 16:].mean(dim=(1, 2))
+    return dict(zip(ids.tolist(), mirrored.tolist()))
+
+
+@pytest.fixture(scope="module")
+def alternating(tmp_path_factory):
+    """{path: [{image: mirrored?} per epoch]} for 3 epochs of 200 images, the full augmentation with
+    ``alternating_flip``."""
+    root = identity_folder(tmp_path_factory.mktemp("identity"), 200)
+    base = DataConfig(source="folder", root=str(root), protocol="published", batch_size=50, num_workers=1,
+                      alternating_flip=True, ffcv=FFCVConfig(dir=str(root / "ffcv")))
+    return {path: [mirrored_by_image(x) for x in augmented(replace(base, path=path), epochs=3, stacked=False)]
+            for path in PATHS}
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_alternating_flip_shows_each_image_its_other_side_every_other_epoch(alternating, path):
+    first, second, third = alternating[path]
+    assert len(first) == len(second) == len(third) == 200  # every image once an epoch
+    assert 0.35 < np.mean(list(first.values())) < 0.65  # the first epoch: a random half
+    assert all(second[i] != first[i] and third[i] == first[i] for i in first)
+
+
+def test_alternating_flip_mirrors_the_same_images_on_every_path(alternating):
+    assert alternating["albumentations"][0] == alternating["ffcv"][0] == alternating["device"][0]
+
+
+def test_lightning_tells_the_loader_workers_the_epoch(tmp_path):
+    """In a real fit the albumentations path's worker processes learn each epoch (``DataEpoch``) in time for
+    its first batch."""
+    from lightning import LightningModule, Trainer
+
+    from cifarbench.data import DataEpoch
+
+    class Recorder(LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+            self.seen: list[dict[int, bool]] = []
+
+        def on_train_epoch_start(self):
+            self.seen.append({})
+
+        def training_step(self, batch, _):
+            pixels = batch[0] * torch.tensor(CIFAR_STD).view(1, 3, 1, 1) * 255 + torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1) * 255
+            self.seen[-1] |= mirrored_by_image(pixels)
+            return (self.weight ** 2).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    root = identity_folder(tmp_path, 100)
+    cfg = DataConfig(source="folder", root=str(root), protocol="published", batch_size=25, num_workers=2,
+                     alternating_flip=True)
+    module = Recorder()
+    Trainer(max_epochs=3, callbacks=[DataEpoch()], logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0).fit(
+        module, datamodule=build_datamodule(cfg, seed=5))
+    first, second, third = module.seen
+    assert len(first) == 100 and all(second[i] != first[i] and third[i] == first[i] for i in first)
 
 
 def kept_fraction_after_constant_fill_translate(pad: int, size: int = 32) -> float:

@@ -1,14 +1,17 @@
 """`cifarbench fit` end to end: the smoke config, real CIFAR-10 images, and what the record holds."""
 
+import io
 import json
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
+from cifarbench.data.sources import CIFAR10_CLASSES
 from cifarbench.record import read_record
-from cifarbench.run import fit
+from cifarbench.train.run import fit
 from conftest import CLI, last_line, run_cli, tiny_config
 
 
@@ -52,6 +55,20 @@ def test_smoke_config_trains_measures_and_prints_the_record_path_last(tmp_path):
         assert f'"{key}"' in numbers
     assert summary["config"]["trainer"]["precision"] == "bf16-mixed"
 
+    # stdout is a pipe, not a terminal: one plain progress line per epoch instead of a bar
+    lines = [line for line in result.stdout.splitlines() if re.match(r"epoch \d+/4 \| step \d+ \| ", line)]
+    assert [line.split()[1] for line in lines] == ["1/4", "2/4", "3/4", "4/4"], result.stdout[-3000:]
+    assert all(re.search(r"train loss [\d.]+ \| val acc [\d.]+ \| [\d,]+ img/s \| [\d:]+ elapsed \| ETA [\d:]+$", line)
+               for line in lines), lines
+    assert "━" not in result.stdout.split("epoch 1/4")[1].split("epoch 4/4")[0]  # no bar frames in between
+
+    # the same run id again: a finished result is never trained again nor rewritten
+    before = record_path.read_bytes()
+    again = run_cli("fit", "-c", "bench/configs/smoke.yaml", "--output.dir", str(tmp_path), "--output.run_id",
+                    record["run_id"], timeout=120)
+    assert again.returncode == 0 and f"run {record['run_id']} already finished (completed): not run again" in again.stdout
+    assert record_path.read_bytes() == before and last_line(again) == str(record_path)
+
 
 def test_real_cifar10_images_train_well_above_chance(tmp_path, cifar_tarball):
     cfg = tiny_config(tmp_path, model={"width": 32},
@@ -71,18 +88,32 @@ def test_unreached_target_is_recorded_as_not_reached_with_no_time(tmp_path):
     assert len(record["curve"]) == 2
 
 
-def test_a_run_that_crashes_is_recorded_as_failed(tmp_path):
-    corrupt = tmp_path / "data"
+def test_a_run_that_crashes_before_any_metric_is_recorded_as_failed_with_one_error(tmp_path):
+    """A PNG whose header and end chunk are fine (the up-front check passes it) but whose compressed image data
+    is corrupt fails the full decode, inside the run, before any metric is logged: the record says failed, and
+    nothing else fails on the way out (the training curves have nothing to plot)."""
+    from PIL import Image
+
+    images = tmp_path / "data"
     for split in ("train", "test"):
-        (corrupt / split / "cat").mkdir(parents=True)
-        (corrupt / split / "cat" / "0.jpg").write_bytes(b"not a jpeg")
-    result = run_cli("fit", "-c", "bench/configs/smoke.yaml", "--data.source", "folder", "--data.root", str(corrupt),
+        for i, cls in enumerate(CIFAR10_CLASSES):
+            (images / split / cls).mkdir(parents=True)
+            Image.new("RGB", (32, 32), (i * 20, 0, 0)).save(images / split / cls / "0.jpg", quality=75)
+    (images / "train" / "cat" / "0.jpg").unlink()
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (90, 0, 0)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    start = data.find(b"IDAT") + 4
+    data[start:start + 8] = bytes(b ^ 0x55 for b in data[start:start + 8])  # corrupt deflate data, chunks intact
+    (images / "train" / "cat" / "0.png").write_bytes(bytes(data))
+    result = run_cli("fit", "-c", "bench/configs/smoke.yaml", "--data.source", "folder", "--data.root", str(images),
                      "--data.val_size", "1", "--data.batch_size", "1", "--output.dir", str(tmp_path / "out"),
-                     "--output.wandb", "disabled")
-    assert result.returncode == 1
+                     "--output.wandb", "offline")
+    assert result.returncode == 1, result.stdout[-3000:]
     record = read_record(Path(last_line(result)))
-    assert record["status"] == "failed" and "cannot decode train/cat/0.jpg" in record["error"]
+    assert record["status"] == "failed" and "cannot decode train/cat/0.png" in record["error"]
     assert "run failed: DataError" in result.stdout
+    assert "Traceback" not in result.stdout and "FileNotFoundError" not in result.stdout, result.stdout[-3000:]
 
 
 def test_print_config_prints_a_config_that_fit_accepts(tmp_path):

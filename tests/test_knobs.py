@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from cifarbench.record import read_record
-from cifarbench.run import fit
-from cifarbench.training import CifarClassifier
+from cifarbench.train.run import fit
+from cifarbench.train.module import CifarClassifier
 from cifarbench.cli import main
 from conftest import REPO, last_line, run_cli, tiny_config
 
@@ -32,7 +32,7 @@ class Spy(CifarClassifier):
 @pytest.fixture
 def spy(monkeypatch):
     Spy.seen = {}
-    monkeypatch.setattr("cifarbench.run.CifarClassifier", Spy)
+    monkeypatch.setattr("cifarbench.train.run.CifarClassifier", Spy)
     return Spy
 
 
@@ -109,7 +109,7 @@ def test_ddp_two_processes_gloo(tmp_path):
     (["--trainer.num_nodes", "2"], "trainer.num_nodes=2: several nodes need a cluster launcher"),
     (["--trainer.ddp.static_graph", "true"], "trainer.strategy='auto': trainer.ddp options apply only with strategy=ddp"),
     (["--data.batch_size", "4000"], "data.batch_size=4000: each of the 1 devices gets 3000 training images"),
-    (["--measure.target_accuracy", "93"], "measure.target_accuracy=93.0: must be in (0, 1]"),
+    (["--measure.target_accuracy", "93"], "measure.target_accuracy=93: must be in (0, 1]"),
     (["--trainer.precision", "fp8"], "trainer.precision='fp8': expected one of 32-true, 16-mixed, bf16-mixed"),
     (["--trainer.precison", "bf16-mixed"], "trainer.precison: unknown config field; did you mean trainer.precision?"),
     (["--output.run_id", "a;rm -rf ~"], "output.run_id='a;rm -rf ~': use 1-128 letters"),
@@ -130,9 +130,9 @@ def test_the_installed_command_refuses_with_one_line_and_exit_2(tmp_path):
 
 def test_flip_tta_evaluates_the_mean_of_each_image_and_its_mirror():
     from cifarbench.config import ModelConfig, OptimConfig
-    from cifarbench.training import CifarClassifier
+    from cifarbench.train.module import CifarClassifier
 
-    module = CifarClassifier(ModelConfig(width=4, tta_flip=True), OptimConfig()).eval()
+    module = CifarClassifier(ModelConfig(width=4, tta="flip"), OptimConfig()).eval()
     module.log = lambda *args, **kwargs: None  # no Trainer here
     module._loggers_write_this_step = lambda: False
     seen = []

@@ -353,7 +353,7 @@ def test_a_training_step_reads_nothing_from_the_device_between_logging_steps(mon
     """The module's own step (loss, epoch metrics) must not wait for the device either: torchmetrics' NaN check
     and argument validation would (``.any()`` / ``.unique()`` read on the host)."""
     from cifarbench.config import ModelConfig, OptimConfig
-    from cifarbench.training import CifarClassifier
+    from cifarbench.train.module import CifarClassifier
 
     module = CifarClassifier(ModelConfig(width=4), OptimConfig())
     module.trainer = SimpleNamespace(log_every_n_steps=50, should_stop=False, global_step=0)  # not a logging step

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cifarbench.profile_data import verdict
+from cifarbench.tools.profile_data import verdict
 from cifarbench.record import read_record
-from cifarbench.run import fit
+from cifarbench.train.run import fit
 from cifarbench.tensorboard import command
 from conftest import last_line, run_cli, tiny_config
 

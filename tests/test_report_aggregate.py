@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from cifarbench.errors import ConfigError
-from cifarbench.report.aggregate import spread, summarise
+from cifarbench.report.aggregate import missing, spread, summarise
 from cifarbench.report.collect import collect
 from cifarbench.report.tables import display_table
 
@@ -15,10 +15,11 @@ CPU = {"hostname": "a", "cpu": {"model": "AMD EPYC", "logical_cores": 2}, "gpu":
 
 
 def record(root: Path, run_id: str, seed: int = 1, devices: int = 1, path: str = "device", status: str = "completed",
-           images_per_sec: float = 1000.0, ttt: float | None = 10.0, acc: float = 0.9, env: dict = CPU, **extra) -> Path:
+           images_per_sec: float = 1000.0, ttt: float | None = 10.0, acc: float = 0.9, env: dict = CPU,
+           protocol: str = "seed", **extra) -> Path:
     reached = ttt is not None
     rec = {"schema_version": 2, "kind": "fit", "run_id": run_id, "status": status, "error": None,
-           "config": {"data": {"path": path}, "trainer": {"seed": seed, "devices": devices, "num_nodes": 1},
+           "config": {"data": {"path": path, "protocol": protocol}, "trainer": {"seed": seed, "devices": devices, "num_nodes": 1},
                       "measure": {"target_accuracy": 0.8}, "output": {"wandb": "disabled", "run_id": run_id}},
            "environment": env, "throughput": {"images_per_sec": images_per_sec},
            "time_to_target": {"reached": reached, "target": 0.8,
@@ -100,6 +101,17 @@ def test_baseline_speedups_and_a_clear_error_for_an_unknown_one(tmp_path):
     assert summary.loc["path=device", "speedup_time_to_target"] == pytest.approx(4.0)
     assert summary.loc["path=device", "speedup_images_per_sec"] == pytest.approx(4.0)
     assert summary.loc["path=albumentations", "speedup_time_to_target"] == pytest.approx(1.0)
-    assert summarise(collect([tmp_path]).runs, baseline="path=device").loc[0, "baseline"] == "path=device (1 GPU)"
+    assert summarise(collect([tmp_path]).runs, baseline="path=device").loc[0, "baseline"] == "path=device (1 GPU, seed protocol)"
     with pytest.raises(ConfigError, match=r"--baseline='nope': a run id of these records or a configuration label"):
         summarise(collect([tmp_path]).runs, baseline="nope")
+
+
+def test_runs_of_another_protocol_are_never_ranked_against_the_baseline(tmp_path):
+    """The published protocol measures accuracy on the test set, the seed's on a held-out split: no speed-up
+    between them, and the table says which protocol each configuration used."""
+    record(tmp_path, "seed-run", images_per_sec=500, ttt=20.0)
+    record(tmp_path, "published-run", images_per_sec=2000, ttt=5.0, protocol="published")
+    summary = summarise(collect([tmp_path]).runs, baseline="seed-run").set_index("protocol")
+    assert summary.loc["seed", "speedup_time_to_target"] == pytest.approx(1.0)
+    assert missing(summary.loc["published", "speedup_time_to_target"])
+    assert missing(summary.loc["published", "speedup_images_per_sec"])

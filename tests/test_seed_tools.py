@@ -7,12 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from cifarbench.analyze import CONFUSION_PX, GALLERY_COLUMNS, PANEL_PX
+from cifarbench.tools.analyze import CONFUSION_PX, GALLERY_COLUMNS, PANEL_PX
 from cifarbench.config_parser import config_from_file
 from cifarbench.data.device_path import normalise
 from cifarbench.data.module import load_splits
 from cifarbench.record import read_record
-from cifarbench.training import CifarClassifier
+from cifarbench.train.module import CifarClassifier
 from conftest import last_line, run_cli
 
 TINY = ["--model.width", "8", "--data.source", "synthetic", "--data.synthetic_train_size", "1200",

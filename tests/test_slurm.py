@@ -14,7 +14,8 @@ import yaml
 
 from cifarbench.errors import CifarbenchError
 from cifarbench.matrix import load_matrix
-from cifarbench.record import read_record
+from cifarbench.attempts import earlier_attempts, new_attempt
+from cifarbench.record import now, read_record, write_record
 from cifarbench.slurm import load_jobs, render
 from conftest import CLI, REPO, last_line, run_cli
 
@@ -64,6 +65,8 @@ def test_hostile_paths_are_quoted_and_execute_nothing(tmp_path):
     ({"account": "a b"}, "slurm.account='a b': an #SBATCH value must be a plain token"),
     ({"time": "$(reboot)"}, "slurm.time='$(reboot)': use Slurm's"),
     ({"bogus": 1}, "slurm.bogus=1: allowed"),
+    ({"cpus_per_task": 0}, "slurm.cpus_per_task=0: must be a whole number of at least 1"),
+    ({"signal_seconds": "soon"}, "slurm.signal_seconds='soon': must be a whole number of at least 1"),
 ])
 def test_unsafe_or_unknown_slurm_values_are_refused(tmp_path, slurm, message):
     matrix = load_matrix(gpu_matrix(tmp_path, **slurm))
@@ -213,6 +216,82 @@ def test_preempted_run_checkpoints_requeues_and_completes_as_one_run(tmp_path, s
     assert "restart 0" in text and "restart 1" in text
 
 
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.5)
+
+
+def test_scontrol_requeue_preempts_the_attempt_and_a_finished_run_is_never_redone(tmp_path, slurm_cluster):
+    """How admins and PreemptMode=REQUEUE stop a job: `scontrol requeue`, i.e. SIGTERM to every process of the
+    job (loader workers and W&B's service included) with no SIGUSR1 warning. The attempt ends as preempted, the
+    restarted job resumes from checkpoints/last.ckpt and completes the full epoch count, the log holds no
+    traceback. Then `scontrol requeue` of the finished job: it ends at once and the record stays byte for byte.
+    (As in the SIGUSR1 test, the test releases the requeued job at once instead of Slurm's ~2-minute hold.)"""
+    spec = {"name": "requeue", "base": str(REPO / "bench/configs/smoke.yaml"),
+            "config": {"data": {"path": "albumentations", "num_workers": 2, "synthetic_train_size": 2500,
+                                "synthetic_test_size": 200, "val_size": 200, "batch_size": 100},
+                       "trainer": {"epochs": 16}, "measure": {"target_accuracy": 0.3, "warmup_steps": 2},
+                       "output": {"wandb": "offline"}},
+            "axes": {"trainer.seed": [1]}}
+    matrix = tmp_path / "requeue.yaml"
+    matrix.write_text(yaml.safe_dump(spec))
+    env = {"SLURM_CONF": slurm_cluster}
+    assert run_cli("submit", str(matrix), "--output_dir", str(tmp_path), "--time", "10", timeout=120,
+                   env=env).returncode == 0
+    job = load_jobs(tmp_path / "requeue")["requeue-seed1"]
+    run_dir = tmp_path / "requeue" / "requeue-seed1"
+
+    wait_until(lambda: _checkpointed_epochs(run_dir) >= 3, 240, f"no checkpoint of epoch 3: {job_field(job, 'JobState')}")
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    wait_until(lambda: job_field(job, "JobState") == "PENDING" and job_field(job, "Restarts") == "1", 120,
+               f"not requeued: {job_field(job, 'JobState')}")
+    first = read_record(run_dir / "record.json")
+    assert first["status"] == "requeued" and first["attempts"][0]["outcome"] == "preempted", first["attempts"]
+    subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)
+    assert wait_for_jobs([job], timeout=300) == {job: "COMPLETED"}
+
+    record = read_record(run_dir / "record.json")
+    assert record["status"] == "completed" and record["restarts"] == 1, record["error"]
+    assert [a["outcome"] for a in record["attempts"]] == ["preempted", "completed"]
+    assert record["attempts"][1]["resumed_from"] == "last.ckpt"
+    assert record["accuracy"]["epochs_completed"] == 16 and [p["epoch"] for p in record["curve"]][-1] == 16
+    log = next((tmp_path / "requeue/logs").glob("requeue-seed1-*.log")).read_text()
+    assert "restart 0" in log and "restart 1" in log
+    assert "Traceback" not in log and "killed by signal" not in log, log[-3000:]
+    assert log.count("cifarbench: attempt preempted: Slurm requeued job") == 1
+    offline = sorted(p.name for p in (run_dir / "wandb").glob("offline-run-*"))  # one W&B run, resumed by id
+    assert len(offline) == 2 and all(name.endswith("-requeue-seed1") for name in offline)
+
+    finished = (run_dir / "record.json").read_bytes()
+    # e.g. the node was lost while W&B synced, some time after the job ended: a requeue within the second of its
+    # end can meet slurmd's revocation of the old job credential (second granularity) and fail to launch at all
+    wait_until(lambda: subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True).stdout.strip()
+               == "idle", 60, "the node never became idle")
+    time.sleep(2)
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    wait_until(lambda: job_field(job, "Restarts") == "2", 60, "not requeued")
+    subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)
+    state = wait_for_jobs([job], timeout=120)[job]
+    log = next((tmp_path / "requeue/logs").glob("requeue-seed1-*.log")).read_text()
+    assert state == "COMPLETED", f"{state} ({job_field(job, 'Reason')}): {log[-3000:]}"
+    assert (run_dir / "record.json").read_bytes() == finished
+    third = log[log.index("restart 2"):]  # ends at once: no Trainer is even built
+    assert "run requeue-seed1 already finished (completed): not run again" in third, third
+    assert "GPU available" not in third, third
+
+
+def _checkpointed_epochs(run_dir: Path) -> int:
+    """Epochs of the run's newest checkpoint (Lightning's checkpoint holds its epoch count)."""
+    import torch
+
+    try:
+        return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["epoch"]
+    except (OSError, RuntimeError, EOFError, KeyError):
+        return 0
+
+
 def test_a_requeue_signal_before_training_starts_waits_for_lightning(tmp_path):
     """SIGUSR1 during start-up (imports, data loading) would kill the job with nothing saved: it is held until
     Lightning's handler exists, then handled (checkpoint, requeue attempt). Slurm's variables without srun make
@@ -260,3 +339,18 @@ def test_status_marks_failed_a_run_whose_job_died_without_writing_its_record(tmp
     assert record["status"] == "failed" and record["attempts"][-1]["outcome"] == "failed"
     assert record["error"].startswith(f"its Slurm job {job} ended {state} before the run finished its record")
     assert Path(record["error"].split("see ")[-1]).exists()  # the job's log, named as Slurm wrote it
+
+
+def test_an_attempt_killed_by_the_requeue_before_it_could_write_its_end_is_preempted(tmp_path, monkeypatch):
+    """Slurm sends SIGKILL when the grace period after its requeue SIGTERM runs out: that attempt's record still
+    says running. The restarted job (same job id, restart count one higher) knows what happened to it."""
+    run_dir = tmp_path / "run"
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    first = new_attempt(now(), None)
+    write_record(run_dir, {"run_id": "r", "status": "running", "started_at": first["started_at"], "attempts": [first]})
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    started, attempts = earlier_attempts(run_dir, "r", resuming=True)
+    assert started == first["started_at"] and attempts[0]["outcome"] == "preempted"
+    monkeypatch.setenv("SLURM_JOB_ID", "78")  # another job resuming the run (cifarbench submit again): not known
+    assert earlier_attempts(run_dir, "r", resuming=True)[1][0]["outcome"] == "running"

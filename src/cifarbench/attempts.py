@@ -2,7 +2,10 @@
 
 Under Slurm Lightning does the mechanics: on SIGUSR1 (``#SBATCH --signal=SIGUSR1@90``) it saves
 ``<run dir>/hpc_ckpt_<n>.ckpt`` and runs ``scontrol requeue``, and the restarted job resumes from the
-newest of those files by itself. Elsewhere (a crash, a killed process, ``cifarbench run`` again), a run
+newest of those files by itself (that attempt's outcome: ``requeued``). Slurm's own requeue gives no warning
+(``scontrol requeue``, preemption with PreemptMode=REQUEUE): SIGTERM reaches every process of the job, the
+attempt ends as ``preempted`` at the next step, and the restarted job resumes from the newest good checkpoint
+(``checkpoints/last.ckpt``). Elsewhere (a crash, a killed process, ``cifarbench run`` again), a run
 whose record is unfinished or failed resumes from its newest checkpoint that loads. Either way the record
 keeps its run id, first start time and a list of attempts, each with how it ended and the training clock
 at its end, so time-to-accuracy goes on from there (queue time excluded, lost work included).
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any, Optional
 
@@ -29,13 +33,41 @@ def hpc_checkpoint(run_dir: Path) -> Optional[Path]:
     return max(found)[1] if found else None
 
 
-def unfinished_record(run_dir: Path, run_id: str) -> Optional[dict[str, Any]]:
-    """The record of this run id if it has no result yet (running, requeued or failed), else None."""
+def own_record(run_dir: Path, run_id: str) -> Optional[dict[str, Any]]:
+    """The record of this run id in ``run_dir``, if there is one."""
     try:
         record = read_record(run_dir / RECORD_NAME)
     except (OSError, ValueError):
         return None
-    return record if record.get("run_id") == run_id and record.get("status") not in RESULT_STATUSES else None
+    return record if record.get("run_id") == run_id else None
+
+
+def unfinished_record(run_dir: Path, run_id: str) -> Optional[dict[str, Any]]:
+    """The record of this run id if it has no result yet (running, requeued or failed), else None."""
+    record = own_record(run_dir, run_id)
+    return record if record is not None and record.get("status") not in RESULT_STATUSES else None
+
+
+def finished_record(run_dir: Path, run_id: str) -> Optional[dict[str, Any]]:
+    """The record of this run id if it holds a result (completed, not-reached, diverged): never trained again
+    nor overwritten, even by a restart of its own Slurm job (a node lost while W&B synced, an admin's requeue)."""
+    record = own_record(run_dir, run_id)
+    return record if record is not None and record.get("status") in RESULT_STATUSES else None
+
+
+def requeued_by_slurm() -> bool:
+    """Whether the SIGTERM this process got is Slurm requeueing its job (``scontrol requeue``, preemption with
+    PreemptMode=REQUEUE, a node failure): Slurm counts the restart before it signals, so the job's ``Restarts``
+    is already past this attempt's ``SLURM_RESTART_COUNT``. ``scancel`` and the time limit leave it as it was."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return False
+    try:
+        shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    restarts = re.search(r"\bRestarts=(\d+)", shown)
+    return bool(restarts) and int(restarts.group(1)) > int(os.environ.get("SLURM_RESTART_COUNT", "0"))
 
 
 def newest_good_checkpoint(run_dir: Path) -> Optional[Path]:
@@ -69,7 +101,17 @@ def earlier_attempts(run_dir: Path, run_id: str, resuming: bool) -> tuple[Option
     record = unfinished_record(run_dir, run_id) if resuming else None
     if record is None:
         return None, []
-    return record.get("started_at"), list(record.get("attempts") or [])
+    attempts = list(record.get("attempts") or [])
+    if attempts and attempts[-1].get("outcome") == "running" and _restarted_job(attempts[-1]):
+        # killed by Slurm's requeue before it could write its end (SIGKILL after the grace period)
+        attempts[-1] |= {"outcome": "preempted", "error": "requeued by Slurm; the attempt could not write its end"}
+    return record.get("started_at"), attempts
+
+
+def _restarted_job(attempt: dict[str, Any]) -> bool:
+    """The attempt was an earlier start of this very Slurm job (same id, lower restart count)."""
+    return (attempt.get("slurm_job_id") is not None and attempt["slurm_job_id"] == os.environ.get("SLURM_JOB_ID")
+            and attempt.get("slurm_restart_count", 0) < int(os.environ.get("SLURM_RESTART_COUNT", "0")))
 
 
 def new_attempt(started_at: str, resumed_from: Optional[Path]) -> dict[str, Any]:

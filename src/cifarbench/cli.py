@@ -13,10 +13,11 @@ from typing import Literal, Optional
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from jsonargparse import ArgumentParser
-from jsonargparse import ArgumentError
+from jsonargparse import ArgumentError, ArgumentParser
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 
-from .config_parser import config_parser, explain_argument_error, run_config
+from .config import Port
+from .config_parser import check_config_files, config_parser, explain_argument_error, run_config
 from .errors import CifarbenchError
 from .slurm_signal import hold_requeue_signal
 
@@ -29,10 +30,10 @@ def build_parser() -> ArgumentParser:
     prepare = config_parser("Write the config's data set as FFCV .beton files into data.ffcv.dir.")
     subcommands.add_subcommand("prepare-ffcv", prepare)
     profile = config_parser("Measure loader, model and training rates of the config's data path: is it data-bound?")
-    profile.add_argument("--steps", type=int, default=30, help="timed batches per measurement")
-    profile.add_argument("--warmup", type=int, default=5, help="batches before the clock starts")
-    profile.add_argument("--sweep_workers", type=Optional[list[int]], default=None, help="e.g. [0,1,2]")
-    profile.add_argument("--sweep_batch_sizes", type=Optional[list[int]], default=None, help="e.g. [128,256]")
+    profile.add_argument("--steps", type=PositiveInt, default=30, help="timed batches per measurement")
+    profile.add_argument("--warmup", type=NonNegativeInt, default=5, help="batches before the clock starts")
+    profile.add_argument("--sweep_workers", type=Optional[list[NonNegativeInt]], default=None, help="e.g. [0,1,2]")
+    profile.add_argument("--sweep_batch_sizes", type=Optional[list[PositiveInt]], default=None, help="e.g. [128,256]")
     subcommands.add_subcommand("profile-data", profile)
     matrix = ArgumentParser(description="Benchmark matrices.", exit_on_error=False)
     subcommands.add_subcommand("matrix", matrix)
@@ -50,8 +51,9 @@ def build_parser() -> ArgumentParser:
     submit.add_argument("file", type=str)
     submit.add_argument("--output_dir", type=str, default="results")
     submit.add_argument("--dry_run", type=bool, default=False, help="print the scripts, submit nothing")
-    for key in SUBMIT_OVERRIDES:
-        submit.add_argument(f"--{key}", type=Optional[str], default=None, help="overrides the matrix's slurm section")
+    for key in SUBMIT_OVERRIDES:  # #SBATCH values: checked as plain tokens (and times) when rendered, before sbatch
+        kind = Optional[PositiveInt] if key in ("cpus_per_task", "signal_seconds") else Optional[str]
+        submit.add_argument(f"--{key}", type=kind, default=None, help="overrides the matrix's slurm section")
     subcommands.add_subcommand("submit", submit)
     for name, text in (("status", "Each run's Slurm state and record status."), ("cancel", "Cancel the matrix's jobs.")):
         sub = ArgumentParser(description=text, exit_on_error=False)
@@ -66,7 +68,7 @@ def build_parser() -> ArgumentParser:
                              exit_on_error=False)
     analyze.add_argument("run_dir", type=str)
     analyze.add_argument("--target_layer", type=str, default="net.layer3", help="GradCAM layer (a module name)")
-    analyze.add_argument("--gallery_size", type=int, default=20, help="most confident mistakes shown")
+    analyze.add_argument("--gallery_size", type=PositiveInt, default=20, help="most confident mistakes shown")
     analyze.add_argument("--checkpoint", type=Optional[str], default=None, help="default: checkpoints/last.ckpt")
     subcommands.add_subcommand("analyze", analyze)
     report = ArgumentParser(description="Compare the runs under one or more results directories: terminal "
@@ -81,13 +83,15 @@ def build_parser() -> ArgumentParser:
     subcommands.add_subcommand("report", report)
     board = ArgumentParser(description="Serve a run's profiler traces with TensorBoard on 127.0.0.1.", exit_on_error=False)
     board.add_argument("run_dir", type=str)
-    board.add_argument("--port", type=int, default=6006)
+    board.add_argument("--port", type=Port, default=6006)
     subcommands.add_subcommand("tensorboard", board)
     return parser
 
 
 def execute(command: str, args) -> tuple[Optional[str], int]:
     """Runs one subcommand; returns (the line to print last, exit code)."""
+    if command in ("run", "submit"):
+        check_output_dir(args.output_dir)
     if command == "tensorboard":
         from .tensorboard import serve
 
@@ -105,7 +109,7 @@ def execute(command: str, args) -> tuple[Optional[str], int]:
     if command in ("submit", "status", "cancel"):
         return slurm_command(command, args)
     if command == "analyze":
-        from .analyze import analyze
+        from .tools.analyze import analyze
 
         checkpoint = Path(args.checkpoint) if args.checkpoint else None
         result = analyze(Path(args.run_dir), args.target_layer, args.gallery_size, checkpoint)
@@ -133,8 +137,8 @@ def execute(command: str, args) -> tuple[Optional[str], int]:
         return str(write_betons(cfg.data, workers=max(cfg.data.num_workers, 1))), 0
     if command == "lr-find":
         from .checks import check_config
-        from .lr_find import lr_find
-        from .run import resolve_run_id
+        from .tools.lr_find import lr_find
+        from .train.run import resolve_run_id
 
         check_config(cfg)
         out = Path(cfg.output.dir).expanduser() / resolve_run_id(cfg) / "lr_find"
@@ -142,13 +146,13 @@ def execute(command: str, args) -> tuple[Optional[str], int]:
         print(f"suggested optim.max_lr: {result['suggestion']:.4g} ({result['points']} points, plot: {out / 'lr_find.png'})")
         return str(out / "lr_find.yaml"), 0
     if command == "profile-data":
-        from .profile_data import profile_data
+        from .tools.profile_data import profile_data
 
         path, _ = profile_data(cfg, args.steps, args.warmup, args.sweep_workers, args.sweep_batch_sizes)
         return str(path), 0
     from lightning.fabric.utilities.rank_zero import _get_rank
 
-    from .run import fit
+    from .train.run import fit
 
     path, record = fit(cfg)
     if _get_rank() not in (None, 0):  # a DDP worker: rank 0 reports
@@ -164,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = [b for a in (sys.argv[1:] if argv is None else argv) for b in aliases.get(a, [a])]
     parser = build_parser()
     try:
+        check_config_files(argv)
         args = parser.instantiate(parser.parse_args(argv))
         last_line, code = execute(args.command, args[args.command])
     except ArgumentError as err:
@@ -217,6 +222,14 @@ def slurm_command(command: str, args) -> tuple[Optional[str], int]:
                       record_status(results, run.run_id) or "-")
     Console(width=160).print(table)
     return None, 0
+
+
+def check_output_dir(output_dir: str) -> None:
+    from .errors import ConfigError
+    from .record import writable
+
+    if not writable(Path(output_dir).expanduser()):
+        raise ConfigError("--output_dir", output_dir, "is not a writable directory (nor inside one)")
 
 
 def _fail(message: str) -> int:

@@ -10,29 +10,68 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Optional
 
+from jsonargparse.typing import (ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, OpenUnitInterval,
+                                 PositiveFloat, PositiveInt, restricted_number_type, restricted_string_type)
+
+# Each bounded field's range is its type: jsonargparse refuses a value outside it while parsing (CLI flags, YAML
+# files, matrix runs) and `checks.check_fields` checks a config built in Python the same way. ALLOWED says
+# each range in words, for the one-line error (`config_parser.explain_argument_error`).
+Fraction = restricted_number_type("Fraction", float, [(">=", 0), ("<", 1)])  # dropout, label smoothing, momentum
+Accuracy = restricted_number_type("Accuracy", float, [(">", 0), ("<=", 1)])
+Seed = restricted_number_type("Seed", int, [(">=", 0), ("<=", 2**32 - 1)])  # what numpy's generator accepts
+JpegQuality = restricted_number_type("JpegQuality", int, [(">=", 1), ("<=", 100)])
+CutoutSize = restricted_number_type("CutoutSize", int, [(">=", 0), ("<=", 32)])  # the hole must fit a 32x32 image
+ClassCount = restricted_number_type("ClassCount", int, (">=", 2))
+SweepSteps = restricted_number_type("SweepSteps", int, (">=", 15))  # lr-find's suggestion skips the first 10 points
+AboveOne = restricted_number_type("AboveOne", float, (">", 1))
+Port = restricted_number_type("Port", int, [(">=", 1), ("<=", 65535)])
+Name = restricted_string_type("Name", r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # safe in paths, sbatch and W&B
+ALLOWED = {
+    "PositiveInt": "must be a whole number of at least 1", "NonNegativeInt": "must be 0 or more",
+    "PositiveFloat": "must be greater than 0", "NonNegativeFloat": "must be 0 or more",
+    "ClosedUnitInterval": "a probability must be between 0 and 1", "OpenUnitInterval": "must be in (0, 1)",
+    "Fraction": "must be in [0, 1)", "Accuracy": "must be in (0, 1], e.g. 0.93",
+    "Seed": f"a seed must be a whole number from 0 to {2**32 - 1}", "JpegQuality": "a JPEG quality is 1 to 100",
+    "CutoutSize": "0 to 32: the hole must fit in a 32x32 image", "ClassCount": "at least 2 classes",
+    "SweepSteps": "at least 15: the suggestion skips the first 10 points", "AboveOne": "must be above 1",
+    "Port": "a TCP port is 1 to 65535",
+    "Name": "use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
+}
+
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 
 
 @dataclass
 class ModelConfig:
-    width: int = 64  # prep-layer channels; 64 is the seed's network (6,573,120 params)
-    dropout: float = 0.0
-    tta_flip: bool = False  # evaluate on the mean logits of each image and its mirror image (test-time augmentation)
+    name: Literal["custom_resnet", "resnet9", "airbench94"] = "custom_resnet"  # src/cifarbench/models/<name>.py
+    width: PositiveInt = 64  # custom_resnet, resnet9: prep channels (64: 6,573,120 params); airbench94: first group's
+    dropout: Fraction = 0.0  # custom_resnet: prep layer and layer 2 (its residual blocks keep the seed's 0.05)
+    num_classes: ClassCount = 10  # outputs of the head; an image folder's class count must match it
+    # test-time augmentation: evaluate on the mean logits of the image and its mirror image (flip), and of both
+    # shifted one pixel up-left and down-right (flip_translate: airbench's, half the weight on the shifted views)
+    tta: Literal["none", "flip", "flip_translate"] = "none"
+    whiten_bias_epochs: NonNegativeInt = 3  # airbench94: epochs its whitening layer's bias trains, then frozen
 
 
 @dataclass
 class OptimConfig:
     optimizer: Literal["adam", "sgd"] = "adam"
-    max_lr: float = 0.02  # OneCycle peak; `cifarbench lr-find` suggests one for your setup
-    weight_decay: Optional[float] = None  # None: 1e-4 for Adam, 5e-4 for SGD (the seed's values)
-    momentum: float = 0.9  # SGD only
+    max_lr: PositiveFloat = 0.02  # OneCycle peak; `cifarbench lr-find` suggests one for your setup
+    weight_decay: Optional[NonNegativeFloat] = None  # None: 1e-4 for Adam, 5e-4 for SGD (the seed's values)
+    momentum: Fraction = 0.9  # SGD only
     nesterov: bool = False  # SGD only
-    label_smoothing: float = 0.0
-    pct_start: float = 5 / 24  # peak at epoch 5 of 24, as in the seed
-    div_factor: float = 2000.0  # initial lr = max_lr / div_factor
-    final_div_factor: float = 1.0  # final lr = initial lr / final_div_factor
+    label_smoothing: Fraction = 0.0
+    pct_start: OpenUnitInterval = 5 / 24  # peak at epoch 5 of 24, as in the seed
+    div_factor: PositiveFloat = 2000.0  # initial lr = max_lr / div_factor
+    final_div_factor: PositiveFloat = 1.0  # final lr = initial lr / final_div_factor
     anneal_strategy: Literal["linear", "cos"] = "linear"
+    cycle_momentum: bool = True  # OneCycle's momentum cycle 0.95 -> 0.85 -> 0.95 (torch's default, the seed's);
+    #                              false: `momentum` (SGD) or Adam's beta1 stays constant
+    bias_lr_scale: PositiveFloat = 1.0  # BatchNorm parameters' LR multiple (airbench94: 64); their weight decay is
+    #                                     divided by it, so that LR x decay, the shrink per step, stays the same
+    lookahead_every: Optional[PositiveInt] = None  # airbench's Lookahead: every N steps the weights and their EMA
+    #                              both move to the EMA (decay 0.95^N x progress^3), the EMA is the end; None: off
 
     def resolved_weight_decay(self) -> float:
         if self.weight_decay is not None:
@@ -46,38 +85,49 @@ class FFCVConfig:
 
     dir: str = "ffcv"  # {train,val,test}.beton + manifest.json; written by `cifarbench prepare-ffcv` (or on first use)
     storage: Literal["raw", "jpeg"] = "raw"  # how prepare-ffcv stores images: raw RGB or JPEG
-    jpeg_quality: int = 90
+    jpeg_quality: JpegQuality = 90
     order: Literal["random", "quasi_random"] = "random"  # training order (evaluation is sequential)
     os_cache: bool = True  # let the OS page cache hold the file (else FFCV's own process cache)
-    batches_ahead: int = 3
+    batches_ahead: PositiveInt = 3
 
 
 @dataclass
 class DataConfig:
     source: Literal["torchvision", "folder", "synthetic"] = "torchvision"
+    # seed: the seed's split (val_size of the 50,000 training images held out for validation, the test set once at
+    # the end); published: all 50,000 train, the 10,000 test images validated after each epoch (DAWNBench, airbench)
+    protocol: Literal["seed", "published"] = "seed"
     # torchvision: download/cache directory; folder: a directory or .tar.gz of train/<class>/*.jpg + test/<class>/*.jpg
     root: str = "~/.cache/cifarbench/cifar10"
     download: bool = True  # torchvision source only
     path: Literal["albumentations", "ffcv", "device"] = "albumentations"  # the input pipeline
-    batch_size: int = 512  # per device
-    num_workers: int = 4  # per device: DataLoader processes (albumentations) or FFCV threads; unused by device
-    val_size: int = 5000  # held out of the training set with split_seed (seed: 45,000 / 5,000)
-    split_seed: int = 42
-    train_subset: Optional[int] = None  # keep only this many training images, class-balanced (quick runs)
-    test_subset: Optional[int] = None
-    synthetic_train_size: int = 10_000  # synthetic source only
-    synthetic_test_size: int = 1000
+    batch_size: PositiveInt = 512  # per device
+    num_workers: NonNegativeInt = 4  # per device: DataLoader processes (albumentations) or FFCV threads; unused by device
+    val_size: PositiveInt = 5000  # held out of the training set with split_seed (seed: 45,000 / 5,000)
+    split_seed: Seed = 42
+    train_subset: Optional[PositiveInt] = None  # keep only this many training images, class-balanced (quick runs)
+    test_subset: Optional[PositiveInt] = None
+    synthetic_train_size: PositiveInt = 10_000  # synthetic source only
+    synthetic_test_size: PositiveInt = 1000
     # augmentation (the seed's): pad-and-crop translate, horizontal flip, one square cutout
-    pad: int = 4
-    flip_prob: float = 0.5
-    cutout_size: int = 8
-    cutout_prob: float = 0.5
+    pad: NonNegativeInt = 4
+    flip_prob: ClosedUnitInterval = 0.5
+    cutout_size: CutoutSize = 8
+    cutout_prob: ClosedUnitInterval = 0.5
+    alternating_flip: bool = False  # replaces flip_prob: half flipped, then each image every other epoch (airbench)
     ffcv: FFCVConfig = field(default_factory=FFCVConfig)
 
     def train_images(self) -> int:
-        """Training images per epoch (all devices together), after subsetting and the val split."""
+        """Training images per epoch (all devices together), after subsetting and the seed protocol's val split."""
         full = self.synthetic_train_size if self.source == "synthetic" else 50_000
-        return min(full, self.train_subset or full) - self.val_size
+        return min(full, self.train_subset or full) - (self.val_size if self.protocol == "seed" else 0)
+
+    def val_images(self) -> int:
+        """Images of each validation: the held-out split (seed protocol) or the test set (published)."""
+        if self.protocol == "seed":
+            return self.val_size
+        full = self.synthetic_test_size if self.source == "synthetic" else 10_000
+        return min(full, self.test_subset or full)
 
 
 @dataclass
@@ -86,17 +136,17 @@ class DDPConfig:
 
     gradient_as_bucket_view: bool = False
     static_graph: bool = False
-    bucket_cap_mb: int = 25
+    bucket_cap_mb: PositiveInt = 25
     find_unused_parameters: bool = False
     # a collective waiting longer than this fails the job (a dead or stuck rank); compile warm-up must fit in it
-    timeout_seconds: int = 1800
+    timeout_seconds: PositiveInt = 1800
 
 
 @dataclass
 class TrainerConfig:
     accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"
-    devices: int = 1  # per node
-    num_nodes: int = 1
+    devices: PositiveInt = 1  # per node
+    num_nodes: PositiveInt = 1
     strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"
     ddp: DDPConfig = field(default_factory=DDPConfig)
     precision: Literal["32-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true"] = "32-true"
@@ -105,19 +155,19 @@ class TrainerConfig:
     matmul_precision: Literal["highest", "high", "medium"] = "highest"
     cudnn_benchmark: bool = False
     sync_batchnorm: bool = False
-    epochs: int = 24
-    seed: int = 1
+    epochs: PositiveInt = 24
+    seed: Seed = 1
     checkpoint: bool = True  # keep checkpoints/last.ckpt
-    checkpoint_every_n_epochs: int = 1  # write it every N epochs (and at the last); each write is timed, off the steady clock
+    checkpoint_every_n_epochs: PositiveInt = 1  # write it every N epochs (and at the last); each write is timed, off the steady clock
 
 
 @dataclass
 class MeasureConfig:
-    target_accuracy: float = 0.93  # validation accuracy that stops the time-to-target clocks
-    warmup_steps: int = 5  # first training steps of each attempt kept out of steady-state throughput
-    untimed_warmup_steps: int = 2  # train steps (and one eval pass) run on random data before any clock; 0: none
+    target_accuracy: Accuracy = 0.93  # validation accuracy that stops the time-to-target clocks
+    warmup_steps: NonNegativeInt = 5  # first training steps of each attempt kept out of steady-state throughput
+    untimed_warmup_steps: NonNegativeInt = 2  # train steps (and one eval pass) run on random data before any clock; 0: none
     stop_at_target: bool = False  # end training at the first validation at the target (DAWNBench's rule)
-    divergence_check_every: Optional[int] = None  # steps between NaN checks (one read + one collective); None: the logging interval
+    divergence_check_every: Optional[PositiveInt] = None  # steps between NaN checks (one read + one collective); None: the logging interval
     per_step: bool = True  # data wait and divergence check each step; false only to measure what they cost
 
 
@@ -126,9 +176,9 @@ class ProfilerConfig:
     """A short torch.profiler window written as TensorBoard traces into <run dir>/profiler/ (per rank)."""
 
     enabled: bool = False
-    wait: int = 5  # training steps skipped first (warm-up, compile)
-    warmup: int = 2  # steps profiled but thrown away
-    active: int = 3  # steps recorded
+    wait: NonNegativeInt = 5  # training steps skipped first (warm-up, compile)
+    warmup: NonNegativeInt = 2  # steps profiled but thrown away
+    active: PositiveInt = 3  # steps recorded
 
 
 @dataclass
@@ -136,19 +186,19 @@ class LRFindConfig:
     """The LR range test: `cifarbench lr-find`, or first thing in `fit` with ``enabled``."""
 
     enabled: bool = False  # fit: run the range test first and train with its suggestion as optim.max_lr
-    min_lr: float = 1e-7  # the exponential sweep's start ...
-    max_lr: float = 10.0  # ... and end, as the seed's range test
-    steps: int = 200  # training steps of the sweep (fewer when it stops early)
-    early_stop_threshold: Optional[float] = 4.0  # stop once the loss exceeds this multiple of the best; null: never
+    min_lr: PositiveFloat = 1e-7  # the exponential sweep's start ...
+    max_lr: PositiveFloat = 10.0  # ... and end, as the seed's range test
+    steps: SweepSteps = 200  # training steps of the sweep (fewer when it stops early)
+    early_stop_threshold: Optional[AboveOne] = 4.0  # stop once the loss exceeds this multiple of the best; null: never
 
 
 @dataclass
 class OutputConfig:
     dir: str = "results"  # each run writes <dir>/<run_id>/
-    run_id: Optional[str] = None  # None: <name>-<timestamp>, shared by every rank of the job
-    name: str = "cifarbench"
+    run_id: Optional[Name] = None  # None: <name>-<timestamp>, shared by every rank of the job
+    name: Name = "cifarbench"
     wandb: Literal["offline", "online", "disabled"] = "offline"
-    wandb_project: str = "cifarbench"
+    wandb_project: Name = "cifarbench"
     wandb_entity: Optional[str] = None
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import fields
+from dataclasses import fields, is_dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
 
-from .config import RunConfig
+from .config import ALLOWED, RunConfig
 from .errors import CifarbenchError
 
 
@@ -24,7 +25,20 @@ def config_parser(description: str) -> ArgumentParser:
 
 
 def run_config(namespace) -> RunConfig:
-    return RunConfig(**{f.name: getattr(namespace, f.name) for f in fields(RunConfig)})
+    cfg = RunConfig(**{f.name: getattr(namespace, f.name) for f in fields(RunConfig)})
+    _plain_values(cfg)
+    return cfg
+
+
+def _plain_values(section: object) -> None:
+    """Bounded values as plain int, float and str: the parser can hand back its restricted types (subclasses),
+    which YAML cannot write and a weights-only checkpoint load refuses."""
+    for f in fields(section):
+        value = getattr(section, f.name)
+        if is_dataclass(value):
+            _plain_values(value)
+        elif type(value) not in (bool, int, float, str) and isinstance(value, (int, float, str)):
+            setattr(section, f.name, next(t for t in (int, float, str) if isinstance(value, t))(value))
 
 
 def config_from_dict(values: dict) -> RunConfig:
@@ -37,7 +51,33 @@ def config_from_dict(values: dict) -> RunConfig:
 
 
 def config_from_file(path: Path) -> RunConfig:
-    return config_from_dict(yaml.safe_load(Path(path).read_text()))
+    return config_from_dict(read_yaml(path, "config"))
+
+
+def read_yaml(path: str | Path, what: str) -> Any:
+    """A YAML file's content; a missing file or a syntax error is one line naming the file (and line)."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except OSError as err:
+        raise CifarbenchError(f"{what} {str(path)!r}: cannot read it ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or type(err).__name__
+        context, start = getattr(err, "context", None), getattr(err, "context_mark", None)
+        if context and start and mark and start.line != mark.line:
+            problem += f" ({context.removeprefix('while parsing ')} from line {start.line + 1})"
+        raise CifarbenchError(f"{what} {where}: not valid YAML: {problem}") from None
+
+
+def check_config_files(argv: list[str]) -> None:
+    """Reads each ``-c``/``--config`` file first, so a file that is missing or not YAML is named with its line
+    (jsonargparse would say ``<unicode string>``)."""
+    for i, arg in enumerate(argv):
+        if arg in ("-c", "--config") and i + 1 < len(argv):
+            read_yaml(argv[i + 1], "config")
+        elif arg.startswith("--config="):
+            read_yaml(arg.split("=", 1)[1], "config")
 
 
 def explain_argument_error(message: str, parser: ArgumentParser) -> str:
@@ -51,6 +91,12 @@ def explain_argument_error(message: str, parser: ArgumentParser) -> str:
         close = difflib.get_close_matches(name, keys, n=1, cutoff=0.6)
         hint = f"did you mean {close[0]}?" if close else "see `cifarbench fit --help` for the fields"
         return f"{name}: unknown config field; {hint}"
+    bounded = re.match(r'Parser key "([^"]+)": .*?Not of type (\w+): (.*?)(?: does not (?:conform|match) .*)?$', message)
+    if bounded and bounded.group(2) in ALLOWED:
+        key, kind, value = bounded.groups()
+        given = re.search(r"Given value: (.+)$", message) or re.search(r"invalid literal for \w+\(\) .*?: '(.+)'", message)
+        key = key if "." in key else f"--{key}"  # a subcommand's own argument, not a config field
+        return f"{key}={_shown(given.group(1) if given else value)}: {ALLOWED[kind]}"
     typed = re.match(r'Parser key "([^"]+)": Expected a (.+?)\. Got value: (.+)$', message)
     if typed:
         key, expected, value = typed.groups()
@@ -58,3 +104,11 @@ def explain_argument_error(message: str, parser: ArgumentParser) -> str:
         allowed = "one of " + literal.group(1).replace("'", "") if literal else re.sub(r"<class '(\w+)'>", r"\1", expected)
         return f"{key}={value.strip(chr(34))!r}: expected {allowed}"
     return message
+
+
+def _shown(text: str) -> str:
+    """A value as the config checks show it (``repr`` of what YAML makes of it): 0, 0.5, 'a b'."""
+    try:
+        return repr(yaml.safe_load(text))
+    except yaml.YAMLError:
+        return repr(text)

@@ -19,6 +19,9 @@ class PreemptibleWandbLogger(WandbLogger):
     process included. A W&B call after that fails ("Connection lost") and would fail the attempt. So the
     run is finished here, while the service still runs, and the steps between the checkpoint and the
     SIGTERM (lost work, redone by the next attempt) are not logged. The next attempt resumes the run by id.
+
+    A SIGTERM with no warning (Slurm's own requeue, ``scancel``) ends the service process at once: a logging call
+    then finds it gone, and the run goes on without W&B (the CSV log and the record keep every number).
     """
 
     _closed_for_requeue = False
@@ -34,8 +37,14 @@ class PreemptibleWandbLogger(WandbLogger):
             rank_zero_warn("W&B run closed for the Slurm requeue; nothing more is logged to it in this attempt")
 
     def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
-        if not self._closed_for_requeue:
+        if self._closed_for_requeue:
+            return
+        try:
             super().log_metrics(metrics, step)
+        except ConnectionError:
+            self._closed_for_requeue = True
+            rank_zero_warn("W&B's service process is gone (a SIGTERM reached the job?): nothing more is logged to "
+                           "W&B in this attempt; metrics.csv and the run record go on")
 
 
 def build_loggers(cfg: RunConfig, run_id: str, run_dir: Path, restart: int = 0) -> list[Logger]:
@@ -52,10 +61,25 @@ def build_loggers(cfg: RunConfig, run_id: str, run_dir: Path, restart: int = 0) 
     return loggers
 
 
+def close_wandb_after_sigterm(loggers: list[Logger]) -> None:
+    """Lets go of W&B after a SIGTERM, which reached its service process too: no more calls to it, and its exit
+    hook, which would print a connection traceback on the way out, is run now and quietly. What the service
+    wrote before stays in the offline run directory; the next attempt continues the run by id."""
+    for logger in loggers:
+        if isinstance(logger, PreemptibleWandbLogger) and logger._experiment is not None:
+            import wandb
+
+            logger._closed_for_requeue = True
+            try:
+                wandb.teardown()
+            except Exception:  # noqa: BLE001 - the service is gone: nothing to tear down, nothing to report
+                pass
+
+
 def finish_wandb(loggers: list[Logger], record: dict[str, Any], images: Optional[dict[str, Path]] = None) -> None:
     """The training plots and headline numbers into the W&B run, then close it so its files are complete."""
     for logger in loggers:
-        if isinstance(logger, WandbLogger):
+        if isinstance(logger, WandbLogger) and not getattr(logger, "_closed_for_requeue", False):
             import wandb
 
             if images:

@@ -25,11 +25,9 @@ from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
-
 from .checks import check_config
 from .config import RunConfig
-from .config_parser import config_from_dict
+from .config_parser import config_from_dict, read_yaml
 from .errors import CifarbenchError, ConfigError
 
 MATRIX_KEYS = {"name", "base", "config", "axes", "exclude", "slurm"}
@@ -54,10 +52,9 @@ class Matrix:
 def load_matrix(path: str | Path, results_root: Optional[str | Path] = None) -> Matrix:
     """The matrix's runs; with ``results_root`` each run writes into ``<results_root>/<matrix name>/<run id>/``."""
     path = Path(path)
-    try:
-        spec = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise CifarbenchError(f"matrix={str(path)!r}: cannot read it as YAML ({type(err).__name__})") from None
+    spec = read_yaml(path, "matrix") or {}
+    if not isinstance(spec, dict):
+        raise ConfigError("matrix", str(path), "a matrix file is a YAML mapping with name, base, config, axes ...")
     unknown = set(spec) - MATRIX_KEYS
     if unknown:
         raise ConfigError(f"matrix.{sorted(unknown)[0]}", spec[sorted(unknown)[0]], f"allowed keys: {sorted(MATRIX_KEYS)}")
@@ -89,6 +86,10 @@ def load_matrix(path: str | Path, results_root: Optional[str | Path] = None) -> 
             _merge(config, _nest(key, value))
         results = {"dir": str(Path(results_root) / name)} if results_root is not None else {}
         _merge(config, {"output": {"run_id": run_id, "name": name, **results}})
+        try:  # a value no machine can run is the matrix's error, found before any run starts
+            config_from_dict(config)
+        except CifarbenchError as err:
+            raise CifarbenchError(f"matrix run {run_id}: {err}") from None
         runs.append(MatrixRun(run_id, overrides, config))
     if not runs:
         raise ConfigError("matrix.axes", axes, "the matrix is empty: every combination is excluded")
@@ -107,11 +108,10 @@ def validate_runs(matrix: Matrix) -> None:
 def _load_base(matrix_path: Path, base: Optional[str]) -> dict[str, Any]:
     if not base:
         return {}
-    base_path = (matrix_path.parent / base).resolve()
-    try:
-        return yaml.safe_load(base_path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError("matrix.base", base, f"cannot read {base_path} ({type(err).__name__})") from None
+    found = read_yaml((matrix_path.parent / base).resolve(), "matrix.base") or {}
+    if not isinstance(found, dict):
+        raise ConfigError("matrix.base", base, "a config file is a YAML mapping of sections (model, data, ...)")
+    return found
 
 
 def _check_field(key: str) -> None:

@@ -55,6 +55,16 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         os.close(dir_fd)
 
 
+def writable(path: Path) -> bool:
+    """A directory that exists and takes a file, or could be made inside one that does."""
+    existing = next((p for p in [path, *path.parents] if p.exists()), None)
+    try:  # a real write (os.access says yes to root everywhere, /proc included); nothing stays behind
+        with tempfile.TemporaryFile(dir=existing):
+            return True
+    except (OSError, TypeError):
+        return False
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 

@@ -48,6 +48,9 @@ def render(run: MatrixRun, matrix: Matrix, results_dir: Path, config_path: Path,
         raise ConfigError(f"slurm.{sorted(unknown)[0]}", slurm[sorted(unknown)[0]], f"allowed: {sorted(SLURM_KEYS)}")
     if not TIME.match(str(slurm["time"])):
         raise ConfigError("slurm.time", slurm["time"], "use Slurm's [days-]hours:minutes:seconds, e.g. 01:30:00")
+    for key in ("cpus_per_task", "signal_seconds"):
+        if not str(slurm[key]).isdigit() or int(slurm[key]) < 1:
+            raise ConfigError(f"slurm.{key}", slurm[key], "must be a whole number of at least 1")
     trainer = run.config.get("trainer", {})
     devices, nodes = int(trainer.get("devices", 1)), int(trainer.get("num_nodes", 1))
     optional = []

@@ -21,8 +21,9 @@ def command(run_dir: Path, port: int) -> list[str]:
 
 
 def serve(run_dir: Path, port: int) -> int:
+    line = command(run_dir, port)
     print(f"TensorBoard on http://127.0.0.1:{port}/#pytorch_profiler (Ctrl-C stops it)", flush=True)
     try:
-        return subprocess.call(command(run_dir, port))
+        return subprocess.call(line)
     except KeyboardInterrupt:
         return 0

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from ..config import DataConfig
-from .module import CifarDataModule
+from .module import CifarDataModule, DataEpoch
+
+__all__ = ["CifarDataModule", "DataEpoch", "build_datamodule"]
 
 
 def build_datamodule(cfg: DataConfig, seed: int, drop_last_train: bool = True) -> CifarDataModule:
@@ -18,4 +20,4 @@ def build_datamodule(cfg: DataConfig, seed: int, drop_last_train: bool = True) -
         return DeviceDataModule(cfg, drop_last_train, seed)
     from .albumentations_path import AlbumentationsDataModule
 
-    return AlbumentationsDataModule(cfg, drop_last_train)
+    return AlbumentationsDataModule(cfg, drop_last_train, seed)

@@ -12,7 +12,7 @@ from typing import Iterator, Optional
 import torch
 
 from ..config import DataConfig
-from .augmentation import CIFAR_MEAN, CIFAR_STD, MEAN_PIXEL_U8
+from .augmentation import CIFAR_MEAN, CIFAR_STD, MEAN_PIXEL_U8, AlternatingFlip
 from .module import CifarDataModule
 from .sources import ImageSet
 
@@ -25,8 +25,10 @@ def reflect(index: torch.Tensor) -> torch.Tensor:
     return torch.where(index > SIZE - 1, 2 * (SIZE - 1) - index, index)
 
 
-def augment_batch(images: torch.Tensor, cfg: DataConfig, generator: torch.Generator) -> torch.Tensor:
-    """The seed's augmentation on a uint8 N x 32 x 32 x 3 batch: reflect-pad and random crop, flip, cutout."""
+def augment_batch(images: torch.Tensor, cfg: DataConfig, generator: torch.Generator,
+                  flip: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The seed's augmentation on a uint8 N x 32 x 32 x 3 batch: reflect-pad and random crop, flip (random with
+    ``flip_prob``, or as ``flip``, N x 1 bool, says), cutout."""
     n, device = images.shape[0], images.device
     span = torch.arange(SIZE, device=device)
 
@@ -34,7 +36,8 @@ def augment_batch(images: torch.Tensor, cfg: DataConfig, generator: torch.Genera
         return torch.randint(0, high, (n, 1), generator=generator, device=device)
 
     shift_y, shift_x = uniform_int(2 * cfg.pad + 1) - cfg.pad, uniform_int(2 * cfg.pad + 1) - cfg.pad
-    flip = torch.rand(n, 1, generator=generator, device=device) < cfg.flip_prob
+    if flip is None:
+        flip = torch.rand(n, 1, generator=generator, device=device) < cfg.flip_prob
     rows = reflect(shift_y + span)  # N x 32: source row of each output row
     cols = reflect(shift_x + torch.where(flip, SIZE - 1 - span, span))  # flip after crop, as albumentations does
     pixel = (torch.arange(n, device=device).view(n, 1, 1) * SIZE * SIZE + rows.view(n, SIZE, 1) * SIZE
@@ -76,13 +79,14 @@ class DeviceBatches:
     """
 
     def __init__(self, images: ImageSet, device: torch.device, batch_size: int, augment: Optional[DataConfig],
-                 drop_last: bool, seed: int, rank: int = 0, world: int = 1):
+                 drop_last: bool, seed: int, rank: int = 0, world: int = 1, flips: Optional[AlternatingFlip] = None):
         self.images = torch.from_numpy(images.images).to(device)
         self.labels = torch.from_numpy(images.labels).to(device)
         self.device, self.batch_size, self.augment, self.drop_last = device, batch_size, augment, drop_last
         self.seed, self.rank, self.world = seed, rank, world
         self.sampler = EpochCounter()
         self.batch_sampler = None  # Lightning looks for one next to a sampler
+        self.flips = flips.to(device) if flips is not None else None  # the same on every rank
 
     def _shard(self) -> torch.Tensor:
         n = len(self.labels)
@@ -104,16 +108,15 @@ class DeviceBatches:
             index = shard[b * self.batch_size : (b + 1) * self.batch_size]
             images = self.images.index_select(0, index)
             if self.augment is not None:
-                images = augment_batch(images, self.augment, generator)
+                flip = self.flips.flipped(index).unsqueeze(1) if self.flips is not None else None
+                images = augment_batch(images, self.augment, generator, flip)
             yield normalise(images), self.labels.index_select(0, index)
 
 
 class DeviceDataModule(CifarDataModule):
-    def __init__(self, cfg: DataConfig, drop_last_train: bool = True, seed: int = 0):
-        super().__init__(cfg, drop_last_train)
-        self.seed = seed
-
     def loader(self, split: str, train: bool) -> DeviceBatches:
         rank, world = self.world
-        return DeviceBatches(self.splits[split], self.device, self.cfg.batch_size, self.cfg if train else None,
-                             drop_last=train and self.drop_last_train, seed=self.seed, rank=rank, world=world)
+        images = self.splits[split]
+        return DeviceBatches(images, self.device, self.cfg.batch_size, self.cfg if train else None,
+                             drop_last=train and self.drop_last_train, seed=self.seed, rank=rank, world=world,
+                             flips=self.alternating_flip(len(images)) if train else None)

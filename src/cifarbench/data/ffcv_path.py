@@ -21,7 +21,7 @@ import torch
 from ..config import DataConfig
 from ..errors import CifarbenchError, DataError
 from ..record import atomic_write_text
-from .augmentation import CIFAR_MEAN, CIFAR_STD, MEAN_PIXEL_U8
+from .augmentation import CIFAR_MEAN, CIFAR_STD, MEAN_PIXEL_U8, AlternatingFlip
 from .module import CifarDataModule, load_splits
 from .sources import prepare_source
 
@@ -44,7 +44,7 @@ def require_ffcv() -> None:
 
 def data_fingerprint(cfg: DataConfig) -> dict[str, Any]:
     """What decides the pixels and the split in the .beton files; augmentation and loading do not."""
-    keys = ("source", "train_subset", "test_subset", "val_size", "split_seed")
+    keys = ("source", "protocol", "train_subset", "test_subset", "val_size", "split_seed")
     out = {k: getattr(cfg, k) for k in keys}
     if cfg.source == "synthetic":
         out |= {"synthetic_train_size": cfg.synthetic_train_size, "synthetic_test_size": cfg.synthetic_test_size}
@@ -160,7 +160,8 @@ def image_pipeline(cfg: Optional[DataConfig], device: torch.device) -> list:
 
     ops: list = [SimpleRGBImageDecoder()]
     if cfg is not None:
-        ops += [RandomTranslate(padding=cfg.pad, fill=MEAN_PIXEL_U8), RandomHorizontalFlip(cfg.flip_prob),
+        ops += [RandomTranslate(padding=cfg.pad, fill=MEAN_PIXEL_U8),
+                RandomHorizontalFlip(0.0 if cfg.alternating_flip else cfg.flip_prob),  # else LazyEpochs flips
                 random_cutout(cfg.cutout_size, cfg.cutout_prob, MEAN_PIXEL_U8)]
     return ops + [ToTensor(), ToDevice(device, non_blocking=True), ToTorchImage(channels_last=False),
                   Convert(torch.float32), T.Normalize([m * 255 for m in CIFAR_MEAN], [s * 255 for s in CIFAR_STD])]
@@ -176,10 +177,15 @@ class LazyEpochs:
     would slow training down on a CPU: the training process's thread count is put back each time.
     The epoch's buffers are made outside inference mode: Lightning evaluates under ``inference_mode``,
     and FFCV's loader thread (which is not) could not write into inference tensors.
+    An alternating flip is applied here, on the device, to the images of each batch: FFCV's compiled operations
+    see the sample indices but not the epoch, while the epoch's order (``EpochIterator.order``, batched in turn)
+    says which images each batch holds. Flipping after translate and cutout is the same as before them: both are
+    symmetric under mirroring.
     """
 
-    def __init__(self, loader, torch_threads: int):
+    def __init__(self, loader, torch_threads: int, flips: Optional[AlternatingFlip] = None, device=None):
         self.loader, self.torch_threads = loader, torch_threads
+        self.flips = flips.to(device) if flips is not None else None
         torch.set_num_threads(torch_threads)  # FFCV's Loader set it to its own num_workers
 
     def __len__(self) -> int:
@@ -189,7 +195,17 @@ class LazyEpochs:
         with torch.inference_mode(False):
             epoch = iter(self.loader)
         torch.set_num_threads(self.torch_threads)
-        yield from epoch
+        if self.flips is None:
+            yield from epoch
+            return
+        order = torch.from_numpy(epoch.order.astype(np.int64))
+        device = self.flips.first.device
+        if device.type == "cuda":  # from pinned memory the copy is asynchronous: no wait on the GPU's queue
+            order = order.pin_memory()
+        on_device, size = order.to(device, non_blocking=True), self.loader.batch_size  # once per epoch
+        for b, (images, labels) in enumerate(epoch):
+            mirrored = self.flips.flipped(on_device[b * size : b * size + len(labels)]).view(-1, 1, 1, 1)
+            yield torch.where(mirrored, images.flip(-1), images), labels
 
 
 class FFCVDataModule(CifarDataModule):
@@ -197,8 +213,7 @@ class FFCVDataModule(CifarDataModule):
     then gives each rank its own shard, as DistributedSampler would)."""
 
     def __init__(self, cfg: DataConfig, drop_last_train: bool = True, seed: int = 0):
-        super().__init__(cfg, drop_last_train)
-        self.seed = seed
+        super().__init__(cfg, drop_last_train, seed)
         self.paths: dict[str, Path] = {}
 
     def prepare_data(self) -> None:
@@ -217,10 +232,12 @@ class FFCVDataModule(CifarDataModule):
         _, world = self.world
         threads = torch.get_num_threads()
         order = {"random": OrderOption.RANDOM, "quasi_random": OrderOption.QUASI_RANDOM}[self.cfg.ffcv.order]
-        return LazyEpochs(Loader(str(self.paths[split]), batch_size=self.cfg.batch_size, num_workers=max(self.cfg.num_workers, 1),
-                      order=order if train else OrderOption.SEQUENTIAL, os_cache=self.cfg.ffcv.os_cache,
-                      drop_last=train and self.drop_last_train, distributed=world > 1, seed=self.seed,
-                      batches_ahead=self.cfg.ffcv.batches_ahead,
-                      pipelines={"image": image_pipeline(self.cfg if train else None, self.device),
-                                 "label": [IntDecoder(), ToTensor(), Squeeze(1), ToDevice(self.device, non_blocking=True)]}),
-                          threads)
+        loader = Loader(str(self.paths[split]), batch_size=self.cfg.batch_size,
+                        num_workers=max(self.cfg.num_workers, 1), order=order if train else OrderOption.SEQUENTIAL, os_cache=self.cfg.ffcv.os_cache,
+                        drop_last=train and self.drop_last_train, distributed=world > 1, seed=self.seed,
+                        batches_ahead=self.cfg.ffcv.batches_ahead,
+                        pipelines={"image": image_pipeline(self.cfg if train else None, self.device),
+                                   "label": [IntDecoder(), ToTensor(), Squeeze(1),
+                                             ToDevice(self.device, non_blocking=True)]})
+        flips = self.alternating_flip(loader.reader.num_samples) if train else None
+        return LazyEpochs(loader, threads, flips, self.device)

@@ -1,4 +1,4 @@
-"""What every data path shares: load the source once per process, apply the seed's split."""
+"""What every data path shares: load the source once per process, split it as ``data.protocol`` says."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ from typing import Optional
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from ..config import DataConfig
+from .augmentation import AlternatingFlip
 from .sources import ImageSet, load_train_test, prepare_source, split_train_val
 
 
@@ -18,11 +20,12 @@ class CifarDataModule(L.LightningDataModule):
     the same number of steps per epoch on every path).
     """
 
-    def __init__(self, cfg: DataConfig, drop_last_train: bool = True):
+    def __init__(self, cfg: DataConfig, drop_last_train: bool = True, seed: int = 0):
         super().__init__()
-        self.cfg, self.drop_last_train = cfg, drop_last_train
+        self.cfg, self.drop_last_train, self.seed = cfg, drop_last_train, seed
         self.splits: Optional[dict[str, ImageSet]] = None
         self.standalone_device = torch.device("cpu")  # where batches go when no Trainer is attached
+        self.flips: Optional[AlternatingFlip] = None
 
     def prepare_data(self) -> None:
         prepare_source(self.cfg)  # downloads once (local rank 0) when the source is torchvision
@@ -34,6 +37,17 @@ class CifarDataModule(L.LightningDataModule):
     def loader(self, split: str, train: bool):
         """The path's loader over one split; ``train`` turns augmentation, shuffling and drop_last on."""
         raise NotImplementedError
+
+    def alternating_flip(self, train_images: int) -> Optional[AlternatingFlip]:
+        """The training images' alternating flip when ``data.alternating_flip`` asks for it (made once)."""
+        if self.cfg.alternating_flip and self.flips is None:
+            self.flips = AlternatingFlip(train_images, self.seed)
+        return self.flips
+
+    def set_epoch(self, epoch: int) -> None:
+        """The training epoch about to start (``DataEpoch`` says it): what the alternating flip alternates on."""
+        if self.flips is not None:
+            self.flips.set_epoch(epoch)
 
     def train_dataloader(self):
         return self.loader("train", train=True)
@@ -55,6 +69,21 @@ class CifarDataModule(L.LightningDataModule):
 
 
 def load_splits(cfg: DataConfig) -> dict[str, ImageSet]:
+    """train/val/test by ``data.protocol``: the seed's held-out split, or the published one (all training
+    images; validation is the test set)."""
     train, test = load_train_test(cfg)
+    if cfg.protocol == "published":
+        return {"train": train, "val": test, "test": test}
     train, val = split_train_val(train, cfg.val_size, cfg.split_seed)
     return {"train": train, "val": val, "test": test}
+
+
+class DataEpoch(Callback):
+    """Tells the datamodule each training epoch before the epoch's first batch is asked for.
+
+    Lightning tells a loader's sampler the epoch, but a DDP run replaces the albumentations path's sampler with
+    its own DistributedSampler, and FFCV's loader has none: this one hook serves all three paths, resumed runs
+    included (``current_epoch`` comes from the checkpoint)."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.datamodule.set_epoch(trainer.current_epoch)

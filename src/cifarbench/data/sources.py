@@ -6,11 +6,13 @@ device-resident) starts from identical pixels and the seed's train/val split.
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -55,16 +57,11 @@ def load_train_test(cfg: DataConfig) -> tuple[ImageSet, ImageSet]:
 
 
 def prepare_source(cfg: DataConfig) -> None:
-    """Fails fast, before any training work, if the data cannot be had; downloads torchvision's copy."""
+    """Downloads torchvision's copy if needed (the first touch of the data: on the mlperf clock); an image folder
+    was checked up front (``check_image_folder``), before the run existed."""
     if cfg.source == "torchvision":
         for train in (True, False):
             torchvision_cifar10(cfg.root, train=train, download=cfg.download)
-    elif cfg.source == "folder":
-        path = Path(cfg.root).expanduser()
-        if not path.exists():
-            raise DataError(f"data.root={str(path)!r}: no such file or directory; {HOW_TO_GET}")
-        if path.is_file() and not tarfile.is_tarfile(path):
-            raise DataError(f"data.root={str(path)!r}: not a directory nor a .tar/.tar.gz archive; {HOW_TO_GET}")
 
 
 def split_train_val(train: ImageSet, val_size: int, seed: int) -> tuple[ImageSet, ImageSet]:
@@ -104,9 +101,19 @@ def image_folder(root: str, train_subset: int | None = None, test_subset: int | 
     """Reads ``train/<class>/*`` and ``test/<class>/*`` from a directory or a (gzipped) tarball; with a subset
     size, decodes only the images ``balanced_subset`` would keep."""
     path = Path(root).expanduser()
-    if not path.exists():
-        raise DataError(f"data.root={str(path)!r}: no such file or directory; {HOW_TO_GET}")
-    files = _tar_members(path) if path.is_file() else _dir_files(path)
+    files, splits = folder_files(path), check_image_folder(path)
+    subsets = {"train": train_subset, "test": test_subset}
+    for split, (entries, classes) in splits.items():
+        if subsets[split] is not None and subsets[split] < len(entries):
+            labels = np.array([classes.index(cls) for cls, _ in entries])
+            splits[split] = ([entries[i] for i in balanced_indices(labels, len(classes), subsets[split])], classes)
+    return _decode(files, "train", *splits["train"], path), _decode(files, "test", *splits["test"], path)
+
+
+def check_image_folder(path: Path, num_classes: Optional[int] = None) -> dict[str, tuple[list, tuple[str, ...]]]:
+    """The folder's layout and every image's header and end, checked without decoding (seconds for CIFAR-10),
+    so a broken data set is refused before a run exists: split -> (sorted (class, file) entries, classes)."""
+    files = folder_files(path)
     splits = {}
     for split in ("train", "test"):
         entries = sorted((cls, name) for (s, cls, name) in files if s == split)
@@ -117,12 +124,55 @@ def image_folder(root: str, train_subset: int | None = None, test_subset: int | 
     if splits["train"][1] != splits["test"][1]:
         raise DataError(f"data.root={str(path)!r}: train classes {splits['train'][1]} differ from test classes "
                         f"{splits['test'][1]}")
-    subsets = {"train": train_subset, "test": test_subset}
-    for split, (entries, classes) in splits.items():
-        if subsets[split] is not None and subsets[split] < len(entries):
-            labels = np.array([classes.index(cls) for cls, _ in entries])
-            splits[split] = ([entries[i] for i in balanced_indices(labels, len(classes), subsets[split])], classes)
-    return _decode(files, "train", *splits["train"], path), _decode(files, "test", *splits["test"], path)
+    classes = splits["train"][1]
+    if num_classes is not None and len(classes) != num_classes:
+        raise DataError(f"data.root={str(path)!r}: has {len(classes)} classes ({', '.join(classes)}) but the network "
+                        f"has model.num_classes={num_classes} outputs; set model.num_classes={len(classes)}")
+    for (split, cls, name), data in files.items():
+        problem = _header_problem(data)
+        if problem:
+            raise DataError(f"data.root={str(path)!r}: {split}/{cls}/{name} {problem}")
+    return splits
+
+
+def _header_problem(data: bytes | Path) -> Optional[str]:
+    """What is wrong with one image file, read from its header and its last bytes: not an image, not 32x32,
+    or cut short (a JPEG must end with its end-of-image marker, a PNG with its IEND chunk)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(data if isinstance(data, Path) else io.BytesIO(data)) as img:
+            kind, size = img.format, img.size
+    except (UnidentifiedImageError, OSError) as err:
+        return f"is not a readable image ({err})"
+    if size != (32, 32):
+        return f"is {size[0]}x{size[1]}; CIFAR images must be 32x32"
+    tail = _tail(data, 12)
+    if (kind == "JPEG" and not tail.rstrip(b"\0").endswith(b"\xff\xd9")) or (kind == "PNG" and b"IEND" not in tail):
+        return f"is truncated (its {kind} end marker is missing)"
+    return None
+
+
+def _tail(data: bytes | Path, size: int) -> bytes:
+    if isinstance(data, bytes):
+        return data[-size:]
+    with data.open("rb") as f:
+        f.seek(max(data.stat().st_size - size, 0))
+        return f.read()
+
+
+def folder_files(path: Path) -> dict[tuple[str, str, str], bytes | Path]:
+    """(split, class, file) -> the file's path (directory) or bytes (archive), read once per process and
+    data set version: the up-front check and the decode share it."""
+    if not path.exists():
+        raise DataError(f"data.root={str(path)!r}: no such file or directory; {HOW_TO_GET}")
+    stat = path.stat()
+    return _folder_files(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=1)
+def _folder_files(path: str, mtime_ns: int, size: int) -> dict[tuple[str, str, str], bytes | Path]:
+    return _tar_members(Path(path)) if Path(path).is_file() else _dir_files(Path(path))
 
 
 def _dir_files(path: Path) -> dict[tuple[str, str, str], bytes | Path]:
@@ -144,7 +194,8 @@ def _tar_members(path: Path) -> dict[tuple[str, str, str], bytes | Path]:
                 if member.isfile() and m and Path(m.group(3)).suffix.lower() in IMAGE_SUFFIXES:
                     found[m.groups()] = tar.extractfile(member).read()  # type: ignore[union-attr]
     except (tarfile.TarError, OSError, EOFError) as err:
-        raise DataError(f"data.root={str(path)!r}: not a readable .tar/.tar.gz ({err}); {HOW_TO_GET}") from None
+        reason = " ".join(str(err).split())  # tarfile's message spans lines
+        raise DataError(f"data.root={str(path)!r}: not a readable .tar/.tar.gz ({reason}); {HOW_TO_GET}") from None
     return found
 
 

@@ -119,6 +119,7 @@ class TimeToTarget(L.Callback):
         metrics = trainer.callback_metrics
         point = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step, "val_acc": float(metrics[self.monitor]),
                  "val_loss": float(metrics["val/loss"]) if "val/loss" in metrics else None,
+                 "val_acc_no_tta": float(metrics["val/acc_no_tta"]) if "val/acc_no_tta" in metrics else None,
                  "seconds": {"mlperf": mlperf, "train_only": train_only, "steady": steady}}
         self.curve.append(point)
         if self.reached is None and point["val_acc"] >= self.target:

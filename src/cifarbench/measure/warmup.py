@@ -42,9 +42,7 @@ class UntimedWarmup(L.Callback):
         with torch.inference_mode(), trainer.precision_plugin.val_step_context():
             for size in self.eval_batch_sizes:
                 images, _ = self._batch(trainer, pl_module, size)
-                pl_module(images)
-                if getattr(pl_module, "tta_flip", False):
-                    pl_module(images.flip(-1))
+                getattr(pl_module, "eval_logits", pl_module)(images)  # with every view test-time augmentation adds
         for module, training in modes.items():
             module.train(training)
         pl_module.load_state_dict(saved)

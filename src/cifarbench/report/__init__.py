@@ -12,8 +12,8 @@ from typing import Optional
 
 from rich.console import Console
 
-from ..errors import CifarbenchError
-from ..record import atomic_write_text
+from ..errors import CifarbenchError, ConfigError
+from ..record import atomic_write_text, writable
 from . import plots
 from .aggregate import summarise
 from .collect import collect
@@ -40,11 +40,13 @@ def build_report(paths: list[str], out_dir: Optional[Path] = None, baseline: Opt
     for path in paths:
         if not Path(path).exists():
             raise CifarbenchError(f"results directory {path!r} does not exist")
+    out_dir = Path(out_dir or Path(paths[0]) / "report")
+    if not writable(out_dir):
+        raise ConfigError("--output", str(out_dir), "is not a writable directory (nor inside one)")
     collected = collect(paths)
     if collected.runs.empty:
         raise CifarbenchError(f"no run records (record.json) under {', '.join(map(str, paths))}")
     summary = summarise(collected.runs, baseline)
-    out_dir = Path(out_dir or Path(paths[0]) / "report")
     out_dir.mkdir(parents=True, exist_ok=True)
     title = ", ".join(Path(p).resolve().name for p in paths)
     for warning in collected.warnings:

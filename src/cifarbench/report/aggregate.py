@@ -64,6 +64,7 @@ def _group_row(group: pd.DataFrame) -> dict[str, Any]:
     return {
         "label": first["label"], "gpus": int(first["gpus"]), "configuration": first["configuration"],
         "scaling_group": first["scaling_group"], "data_path": first["data_path"], "target": first["target"],
+        "protocol": first["protocol"], "network": first["network"],
         "runs": len(group), "seeds": sorted(s for s in group["seed"].dropna().astype(int)),
         "status": ", ".join(f"{n} {status}" for status, n in counts.items()),
         "images_per_sec": ips["median"], "images_per_sec_iqr": ips["iqr"],
@@ -77,7 +78,8 @@ def _group_row(group: pd.DataFrame) -> dict[str, Any]:
 
 def with_baseline(table: pd.DataFrame, runs: pd.DataFrame, baseline: str) -> pd.DataFrame:
     """Adds each row's speed-up against the baseline: a run id (its configuration) or a configuration
-    label (its fewest-GPU row). >1 means faster than the baseline."""
+    label (its fewest-GPU row). >1 means faster than the baseline. Rows of another protocol get none: their
+    accuracy is measured on other images, so their times to target are not comparable."""
     by_run = runs.loc[runs["run_id"] == baseline, "configuration"]
     if len(by_run):
         base = table[table["configuration"] == by_run.iloc[0]].iloc[0]
@@ -86,10 +88,12 @@ def with_baseline(table: pd.DataFrame, runs: pd.DataFrame, baseline: str) -> pd.
     else:
         labels = ", ".join(sorted(table["label"].unique()))
         raise ConfigError("--baseline", baseline, f"a run id of these records or a configuration label ({labels})")
+    same = table["protocol"] == base["protocol"]
     return table.assign(
-        baseline=f"{base['label']} ({base['gpus']} GPU)",
-        speedup_time_to_target=[_ratio(base["ttt_median"], t) for t in table["ttt_median"]],
-        speedup_images_per_sec=[_ratio(i, base["images_per_sec"]) for i in table["images_per_sec"]],
+        baseline=f"{base['label']} ({base['gpus']} GPU, {base['protocol']} protocol)",
+        speedup_time_to_target=[_ratio(base["ttt_median"], t) if ok else None for t, ok in zip(table["ttt_median"], same)],
+        speedup_images_per_sec=[_ratio(i, base["images_per_sec"]) if ok else None
+                                for i, ok in zip(table["images_per_sec"], same)],
     )
 
 

@@ -85,6 +85,8 @@ def run_row(record: dict[str, Any], path: Path) -> dict[str, Any]:
         "status": record.get("status"),
         "error": record.get("error"), "schema_version": record.get("schema_version"),
         "seed": cfg.get("trainer.seed"), "gpus": gpus, "data_path": cfg.get("data.path"),
+        # what the accuracy is measured on: runs of different protocols are never ranked against each other
+        "protocol": cfg.get("data.protocol", "seed"), "network": cfg.get("model.name", "custom_resnet"),
         "scaling_group": _identity(cfg, NOT_CONFIGURATION | GPU_COUNT),
         "configuration": _identity(cfg, NOT_CONFIGURATION),
         "config": cfg,

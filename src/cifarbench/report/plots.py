@@ -82,7 +82,8 @@ def time_to_target(runs: pd.DataFrame, summary: pd.DataFrame) -> Figure:
 
 def accuracy_vs_time(runs: pd.DataFrame, curves: dict[str, list[dict[str, Any]]]) -> Figure:
     """Validation accuracy against wall-clock time for every run: the DAWNBench view."""
-    fig, ax = _figure("Validation accuracy vs wall-clock time (every run; dotted: target)", height=5.0)
+    fig, ax = _figure("Validation accuracy vs wall-clock time (every run; solid: seed protocol, held-out split; "
+                      "dashed: published, test set; dotted: target)", height=5.0)
     colours = {name: f"C{i % 10}" for i, name in enumerate(sorted({_name(run) for _, run in runs.iterrows()}))}
     seen = set()
     for _, run in runs.iterrows():
@@ -91,7 +92,8 @@ def accuracy_vs_time(runs: pd.DataFrame, curves: dict[str, list[dict[str, Any]]]
             continue
         name = _name(run)
         ax.plot([p["seconds"]["mlperf"] for p in curve], [p["val_acc"] for p in curve], marker=".", color=colours[name],
-                alpha=0.8, label=None if name in seen else name)
+                alpha=0.8, label=None if name in seen else f"{name} ({run.get('protocol', 'seed')})",
+                linestyle="-" if run.get("protocol", "seed") == "seed" else "--")
         seen.add(name)
     for target in runs["target"].dropna().unique():
         ax.axhline(target, linestyle=":", color="grey")
@@ -105,26 +107,27 @@ def accuracy_vs_time(runs: pd.DataFrame, curves: dict[str, list[dict[str, Any]]]
 
 
 def pareto(summary: pd.DataFrame) -> Figure:
-    """Median time to target against best accuracy per configuration; the frontier joins the
-    configurations no other beats on both (faster and at least as accurate)."""
+    """Median time to target against best accuracy per configuration; per protocol (the accuracy is on other
+    images in each), a frontier joins the configurations no other of that protocol beats on both (faster and at
+    least as accurate)."""
     points = summary.dropna(subset=["ttt_median", "best_val_acc"]).sort_values(["ttt_median", "best_val_acc"],
                                                                                  ascending=[True, False])
     left_out = len(summary) - len(points)
-    fig, ax = _figure("Pareto: time to target vs accuracy" + (f" ({left_out} configuration(s) never reached it)"
-                                                               if left_out else ""))
-    frontier, best = [], -1.0
-    for _, row in points.iterrows():
-        if row["best_val_acc"] > best:
-            frontier.append(row)
-            best = row["best_val_acc"]
-    ax.scatter(points["ttt_median"], points["best_val_acc"], color="C0", zorder=3)
-    for _, row in points.iterrows():
-        ax.annotate(_name(row), (row["ttt_median"], row["best_val_acc"]), textcoords="offset points", xytext=(4, 4),
-                    fontsize=7)
-    if frontier:
-        ax.step([r["ttt_median"] for r in frontier], [r["best_val_acc"] for r in frontier], where="post", color="C3",
-                label="Pareto frontier")
-        ax.scatter([r["ttt_median"] for r in frontier], [r["best_val_acc"] for r in frontier], color="C3", zorder=4)
+    fig, ax = _figure("Pareto: time to target vs accuracy, per protocol"
+                      + (f" ({left_out} configuration(s) never reached it)" if left_out else ""))
+    for i, (protocol, mine) in enumerate(points.groupby("protocol", sort=True)):
+        frontier, best = [], -1.0
+        for _, row in mine.iterrows():
+            if row["best_val_acc"] > best:
+                frontier.append(row)
+                best = row["best_val_acc"]
+        ax.scatter(mine["ttt_median"], mine["best_val_acc"], color=f"C{2 * i}", zorder=3, label=f"{protocol} protocol")
+        ax.step([r["ttt_median"] for r in frontier], [r["best_val_acc"] for r in frontier], where="post",
+                color=f"C{2 * i + 1}", label=f"Pareto frontier ({protocol})")
+        for _, row in mine.iterrows():
+            ax.annotate(_name(row), (row["ttt_median"], row["best_val_acc"]), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7)
+    if len(points):
         ax.legend(fontsize=8)
     else:
         _empty(ax, "no configuration reached the target")

@@ -31,6 +31,8 @@ def _time_to_target(row: pd.Series) -> str:
 # display name -> how to format it from a summary row
 COLUMNS: dict[str, Callable[[pd.Series], str]] = {
     "Configuration": lambda r: r["label"],
+    "Network": lambda r: r["network"],
+    "Protocol": lambda r: r["protocol"],
     "GPUs": lambda r: str(r["gpus"]),
     "Runs": lambda r: str(r["runs"]),
     "Images/s": lambda r: _num(",.0f")(r["images_per_sec"]),

@@ -18,13 +18,13 @@ import lightning as L
 import yaml
 from lightning.pytorch.tuner import Tuner
 
-from .config import RunConfig
-from .data import build_datamodule
-from .errors import CifarbenchError
-from .figures import save_png
-from .record import atomic_write_text
-from .trainer import build_trainer
-from .training import CifarClassifier
+from ..config import RunConfig
+from ..data import build_datamodule
+from ..errors import CifarbenchError
+from ..figures import save_png
+from ..record import atomic_write_text
+from ..train.trainer import build_trainer
+from ..train.module import CifarClassifier
 
 RESULT_NAME = "lr_find.json"
 

@@ -18,17 +18,17 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from .checks import check_config, resolved_accelerator
-from .config import RunConfig
-from .data import build_datamodule
-from .data.module import CifarDataModule
-from .measure import DataWait, SteadyStateThroughput
-from .measure.clock import synced_now
-from .measure.environment import collect_environment
-from .record import atomic_write_text, new_record, write_record
-from .run import resolve_run_id
-from .trainer import build_trainer
-from .training import CifarClassifier
+from ..checks import check_config, resolved_accelerator
+from ..config import RunConfig
+from ..data import build_datamodule
+from ..data.module import CifarDataModule
+from ..measure import DataWait, SteadyStateThroughput
+from ..measure.clock import synced_now
+from ..measure.environment import collect_environment
+from ..record import atomic_write_text, new_record, write_record
+from ..train.run import resolve_run_id
+from ..train.trainer import build_trainer
+from ..train.module import CifarClassifier
 
 
 class RepeatedBatch:

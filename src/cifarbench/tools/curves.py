@@ -18,8 +18,8 @@ import pandas as pd  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from .figures import save_png  # noqa: E402
-from .record import atomic_write_text  # noqa: E402
+from ..figures import save_png  # noqa: E402
+from ..record import atomic_write_text  # noqa: E402
 
 EPOCH_COLUMNS = {"train/loss_epoch": "Train loss", "val/loss": "Val loss", "train/acc_epoch": "Train accuracy",
                  "val/acc": "Val accuracy"}
@@ -93,8 +93,12 @@ def plot_training(metrics: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
 
 
 def write_training_curves(run_dir: Path, console: Console) -> dict[str, Path]:
-    """The end of a run: plots into ``<run dir>/plots/``, the epoch table printed and saved as epochs.md."""
-    metrics = read_metrics(run_dir)
+    """The end of a run: plots into ``<run dir>/plots/``, the epoch table printed and saved as epochs.md.
+    Nothing for a run that failed before it logged a metric."""
+    try:
+        metrics = read_metrics(run_dir)
+    except FileNotFoundError:
+        return {}
     table = epoch_table(metrics)
     console.print(epoch_rich_table(table, f"{run_dir.name}: epoch means"))
     atomic_write_text(run_dir / "epochs.md", epoch_markdown(table))

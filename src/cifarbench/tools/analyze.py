@@ -25,15 +25,14 @@ from pytorch_grad_cam.utils.image import show_cam_on_image  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 from torchmetrics.functional.classification import multiclass_confusion_matrix  # noqa: E402
 
-from .config import RunConfig  # noqa: E402
-from .config_parser import config_from_file  # noqa: E402
-from .data.device_path import normalise  # noqa: E402
-from .data.module import load_splits  # noqa: E402
-from .errors import CifarbenchError, ConfigError  # noqa: E402
-from .figures import save_png  # noqa: E402
-from .model import NUM_CLASSES  # noqa: E402
-from .record import atomic_write_text  # noqa: E402
-from .training import CifarClassifier  # noqa: E402
+from ..config import RunConfig  # noqa: E402
+from ..config_parser import config_from_file  # noqa: E402
+from ..data.device_path import normalise  # noqa: E402
+from ..data.module import load_splits  # noqa: E402
+from ..errors import CifarbenchError, ConfigError  # noqa: E402
+from ..figures import save_png  # noqa: E402
+from ..record import atomic_write_text  # noqa: E402
+from ..train.module import CifarClassifier  # noqa: E402
 
 GALLERY_COLUMNS = 5
 PANEL_PX = (200, 240)  # width, height of one gallery panel (image and its two-line title)
@@ -80,7 +79,7 @@ def analyze(run_dir: Path, target_layer: str = "net.layer3", gallery_size: int =
     overlays = [show_cam_on_image(image, h, use_rgb=True) for image, h in zip(shown.astype(np.float32) / 255, heat)]
     paths = {"misclassified": gallery(shown, titles, out / "misclassified.png"),
              "gradcam": gallery(overlays, titles, out / "gradcam.png"),
-             "confusion_matrix": confusion_figure(multiclass_confusion_matrix(predicted, labels, NUM_CLASSES).numpy(),
+             "confusion_matrix": confusion_figure(multiclass_confusion_matrix(predicted, labels, cfg.model.num_classes).numpy(),
                                                   test.classes, out / "confusion_matrix.png")}
     result = {"checkpoint": str(checkpoint), "target_layer": target_layer, "test_images": len(labels),
               "test_accuracy": float((~is_wrong).float().mean()),

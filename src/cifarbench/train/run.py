@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import replace
 import warnings
@@ -14,29 +15,31 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.fabric.utilities.rank_zero import _get_rank
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from rich.console import Console
 
-from .callbacks.error_log import ErrorLog
-from .callbacks.progress import ThrottledRichProgressBar
-from .callbacks.requeue_signal import ReleaseRequeueSignal
-from .checks import check_config
-from .config import RunConfig
-from .data import build_datamodule
-from .data.sources import prepare_source
-from .loggers import build_loggers, finish_wandb
-from .lr_find import lr_find
-from .measure import (DataWait, DivergenceGuard, EnvironmentInfo, PhaseTimer, SteadyStateThroughput, TimeToTarget,
+from ..callbacks.error_log import ErrorLog
+from ..callbacks.progress import LogLineProgress, ThrottledRichProgressBar
+from ..callbacks.requeue_signal import ReleaseRequeueSignal
+from ..checks import check_config
+from ..config import RunConfig
+from ..data import DataEpoch, build_datamodule
+from ..data.sources import prepare_source
+from ..loggers import build_loggers, close_wandb_after_sigterm, finish_wandb
+from ..tools.lr_find import lr_find
+from ..measure import (DataWait, DivergenceGuard, EnvironmentInfo, PhaseTimer, SteadyStateThroughput, TimeToTarget,
                       TracingPhaseTimer, UntimedWarmup)
-from .measure.peak_flops import apply_math_mode
-from .model import count_parameters, flops_per_image
-from .attempts import discard_hpc_checkpoints, earlier_attempts, hpc_checkpoint, new_attempt, resume_checkpoint
-from .record import atomic_write_text, final_status, new_record, now, write_record
-from .rank_watchdog import RankWatchdog
+from ..measure.peak_flops import apply_math_mode
+from ..models import count_parameters, flops_per_image
+from ..attempts import (discard_hpc_checkpoints, earlier_attempts, finished_record, hpc_checkpoint, new_attempt,
+                       requeued_by_slurm, resume_checkpoint)
+from ..record import atomic_write_text, final_status, new_record, now, write_record
+from ..rank_watchdog import RankWatchdog
 from .trainer import build_trainer
-from .training_curves import write_training_curves
-from .training import CifarClassifier
+from ..tools.curves import write_training_curves
+from .module import CifarClassifier
 
 RUN_ID_VARIABLE = "CIFARBENCH_RUN_ID"  # inherited by the DDP worker processes Lightning launches
 PER_STEP_OFF = {"disabled": "measure.per_step: false"}  # the record's data_wait and divergence then
@@ -47,12 +50,18 @@ warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")  # Lightn
 
 
 def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
-    """Trains one configuration and returns the path of its run record (written by global rank 0)."""
-    check_config(cfg)
-    origin = time.perf_counter()  # the mlperf clock's start: before the data set is first touched
-    prepare_source(cfg.data)
+    """Trains one configuration and returns the path of its run record (written by global rank 0).
+
+    A run whose record already holds a result is not trained again: its record is returned as it is."""
+    origin = time.perf_counter()  # the mlperf clock's start: before the data set is first touched (its check)
     run_id = resolve_run_id(cfg)
     run_dir = Path(cfg.output.dir).expanduser() / run_id
+    if (finished := finished_record(run_dir, run_id)) is not None:
+        rank_zero_info(f"cifarbench: run {run_id} already finished ({finished['status']}): not run again; "
+                       f"its record is {run_dir / 'record.json'}")
+        return run_dir / "record.json", finished
+    check_config(cfg)
+    prepare_source(cfg.data)
     found_lr = None
     if cfg.lr_find.enabled:  # 1-device runs only (checked): the resolved config trains at the suggestion
         found_lr = lr_find(cfg, run_dir / "lr_find")
@@ -76,8 +85,8 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
     datamodule = build_datamodule(cfg.data, seed=cfg.trainer.seed)
     m, log_every = cfg.measure, min(50, train_steps_per_epoch(cfg))
     phases = build_profiler(cfg, run_id, run_dir)
-    warmup = UntimedWarmup(m.untimed_warmup_steps, cfg.data.batch_size, eval_batch_sizes(cfg))
-    throughput = SteadyStateThroughput(m.warmup_steps, flops_per_image(cfg.model.width, training=True),
+    warmup = UntimedWarmup(m.untimed_warmup_steps, cfg.data.batch_size, eval_batch_sizes(cfg), cfg.model.num_classes)
+    throughput = SteadyStateThroughput(m.warmup_steps, flops_per_image(cfg.model, training=True),
                                        precision=cfg.trainer.precision, phases=phases)
     previous_clock = attempts[-2]["clock_at_end"] if len(attempts) > 1 else None  # None: a new run, or unknown
     tta = TimeToTarget(m.target_accuracy, prior_seconds=previous_clock, stop_at_target=m.stop_at_target, origin=origin,
@@ -96,12 +105,13 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
 
     watchdog, error_log = RankWatchdog(record_dead_rank), ErrorLog(run_dir)
     measurements = [c for c in (warmup, tta, throughput, data_wait, divergence, env) if c]  # warm-up first
-    callbacks = [*measurements, LearningRateMonitor(logging_interval="step"), ThrottledRichProgressBar(), error_log,
-                 ReleaseRequeueSignal()]
+    callbacks = [*measurements, LearningRateMonitor(logging_interval="step"),
+                 ThrottledRichProgressBar() if sys.stdout.isatty() else LogLineProgress(), error_log,
+                 ReleaseRequeueSignal(), *([DataEpoch()] if cfg.data.alternating_flip else [])]
     trainer = build_trainer(cfg.trainer, run_dir, callbacks, loggers, watchdog=watchdog, log_every_n_steps=log_every,
                             profiler=phases)
 
-    error, failed_rank, accuracy, requeued = None, None, {}, False
+    error, failed_rank, accuracy, requeued, outcome = None, None, {}, False, None
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=None if lightning_finds_it else resumed_from)
         discard_hpc_checkpoints(trainer, run_dir)
@@ -110,11 +120,19 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
         accuracy = _accuracies(tta.curve, trainer)
         if trainer.interrupted:
             error = "interrupted (KeyboardInterrupt or SIGTERM) before the last epoch"
+        elif cfg.data.protocol == "published":  # its validations were on the test set, the last one with the final weights
+            accuracy["test"] = accuracy["final_val"]
         elif cfg.test:
             accuracy["test"] = trainer.test(module, datamodule=datamodule, verbose=False)[0]["test/acc"]
-    except SIGTERMException:  # Slurm requeued the job (after Lightning's SIGUSR1 checkpoint), cancelled it or timed out
-        requeued = hpc_checkpoint(run_dir) not in (None, resumed_from)
-        if not requeued:
+    except SIGTERMException:  # Slurm requeued the job (after Lightning's SIGUSR1 checkpoint or not), cancelled it or timed out
+        close_wandb_after_sigterm(loggers)  # SIGTERM reached W&B's service process too
+        if hpc_checkpoint(run_dir) not in (None, resumed_from):
+            requeued, outcome = True, "requeued"
+        elif requeued_by_slurm():
+            requeued, outcome = True, "preempted"
+            rank_zero_info(f"cifarbench: attempt preempted: Slurm requeued job {os.environ['SLURM_JOB_ID']}; the next "
+                           "attempt resumes from the newest checkpoint")
+        else:
             error = "SIGTERM (cancelled, or out of time) with no new checkpoint to resume from"
     except Exception as err:  # the record says what failed; the CLI turns it into one line and exit 1
         error_log.write(trainer.global_rank, err)  # unless its on_exception already did (inside trainer.fit)
@@ -122,7 +140,7 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
 
     status = "requeued" if requeued else final_status(error, bool(divergence and divergence.step is not None),
                                                                  tta.reached is not None)
-    attempts[-1] |= {"ended_at": now(), "outcome": status, "error": error, "clock_at_end": tta.clock()}
+    attempts[-1] |= {"ended_at": now(), "outcome": outcome or status, "error": error, "clock_at_end": tta.clock()}
     record = new_record(cfg, run_id, status, started_at=started, error=error, failed_rank=failed_rank,
                         restarts=len(attempts) - 1, attempts=attempts,
                         divergence=divergence.summary if divergence else PER_STEP_OFF,
@@ -132,14 +150,13 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
                         accuracy=accuracy, curve=tta.curve,
                         lr_find=found_lr and {k: v for k, v in found_lr.items() if k not in ("lr", "loss")},
                         model={"parameters": count_parameters(module.net),
-                               "forward_flops_per_image": flops_per_image(cfg.model.width),
+                               "forward_flops_per_image": flops_per_image(cfg.model),
                                "train_flops_per_image": throughput.train_flops_per_image})
     path = run_dir / "record.json"
     if trainer.is_global_zero:
         write_record(run_dir, record)
-        if not requeued:  # a requeued run's W&B run goes on in the next attempt (Lightning finalised it on SIGUSR1)
-            plots = write_training_curves(run_dir, Console()) if trainer.global_step else {}
-            finish_wandb(loggers, record, plots)
+        if not requeued:  # a requeued run's W&B run goes on in the next attempt
+            finish_wandb(loggers, record, write_training_curves(run_dir, Console()))
     return path, record
 
 
@@ -207,7 +224,7 @@ def train_steps_per_epoch(cfg: RunConfig) -> int:
 def eval_batch_sizes(cfg: RunConfig) -> list[int]:
     """Batch sizes a rank's validation runs: full batches and the last, shorter one (shapes torch.compile sees)."""
     world = cfg.trainer.devices * cfg.trainer.num_nodes
-    per_rank = max(-(-cfg.data.val_size // world), 1)
+    per_rank = max(-(-cfg.data.val_images() // world), 1)
     return [min(cfg.data.batch_size, per_rank), per_rank % cfg.data.batch_size or cfg.data.batch_size]
 
 
@@ -216,5 +233,6 @@ def _accuracies(curve: list[dict], trainer: L.Trainer) -> dict[str, Optional[flo
     train_acc = trainer.callback_metrics.get("train/acc_epoch")
     return {"best_val": max((p["val_acc"] for p in curve), default=None),
             "final_val": curve[-1]["val_acc"] if curve else None,
+            "final_val_no_tta": curve[-1].get("val_acc_no_tta") if curve else None,  # set when model.tta is on
             "final_train": float(train_acc) if train_acc is not None else None,
             "test": None, "epochs_completed": trainer.current_epoch, "steps_completed": trainer.global_step}

@@ -14,9 +14,9 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins import TorchCheckpointIO
 from lightning.pytorch.strategies import DDPStrategy
 
-from .config import TrainerConfig
-from .rank_watchdog import RankWatchdog, WatchedDDPStrategy
-from .record import atomic_write
+from ..config import TrainerConfig
+from ..rank_watchdog import RankWatchdog, WatchedDDPStrategy
+from ..record import atomic_write
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
