@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Stops the local cluster started by scripts/slurm-start.sh, by the PIDs in its state directory.
+# Stops the local cluster started by scripts/slurm-start.sh, by the PIDs in its state directory, then deletes the
+# network namespaces and links it made (listed in STATE_DIR/made).
 #   usage: scripts/slurm-stop.sh [STATE_DIR]      (default /tmp/cifarbench-slurm)
 set -uo pipefail
 state=${1:-/tmp/cifarbench-slurm}
@@ -10,7 +11,7 @@ if [ -f "$state/slurm.conf" ] && SLURM_CONF="$state/slurm.conf" scancel -u "$(id
         sleep 0.2
     done
 fi
-for pidfile in "$state/run/slurmd.pid" "$state/run/slurmctld.pid" "$state/munge/run/munged.pid"; do
+for pidfile in "$state"/run/slurmd*.pid "$state/run/slurmctld.pid" "$state/munge/run/munged.pid"; do
     [ -s "$pidfile" ] || continue
     pid=$(cat "$pidfile")
     if kill "$pid" 2>/dev/null; then
@@ -19,3 +20,9 @@ for pidfile in "$state/run/slurmd.pid" "$state/run/slurmctld.pid" "$state/munge/
     fi
     rm -f "$pidfile"
 done
+if [ -f "$state/made" ]; then
+    # the namespaces first (their veth ends go with them), then the links left on the host
+    grep '^netns ' "$state/made" | while read -r _ name; do ip netns delete "$name" 2>/dev/null; done
+    grep '^link ' "$state/made" | while read -r _ name; do ip link delete "$name" 2>/dev/null; done
+    rm -f "$state/made"
+fi

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from cifarbench.errors import CifarbenchError
-from cifarbench.matrix import load_matrix, validate_runs
+from cifarbench.cluster.matrix import load_matrix, validate_runs
 from cifarbench.record import read_record
 from conftest import REPO, last_line, run_cli
 

@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from cifarbench.errors import CifarbenchError
-from cifarbench.matrix import load_matrix
-from cifarbench.attempts import earlier_attempts, new_attempt
+from cifarbench.cluster.matrix import load_matrix
+from cifarbench.cluster.requeue import earlier_attempts, new_attempt
 from cifarbench.record import now, read_record, write_record
-from cifarbench.slurm import load_jobs, render
+from cifarbench.cluster.sbatch import load_jobs, render
 from conftest import CLI, REPO, last_line, run_cli
 
 GOLDEN = Path(__file__).parent / "golden"

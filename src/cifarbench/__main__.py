@@ -1,8 +1,8 @@
 import sys
 
-from .slurm_signal import hold_requeue_signal
+from .cluster.signals import hold_requeue_signal
 
-hold_requeue_signal()  # first, before the slow imports: see slurm_signal
+hold_requeue_signal()  # first, before the slow imports: see cluster.signals
 
 from .cli import main  # noqa: E402
 

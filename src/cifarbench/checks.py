@@ -24,10 +24,12 @@ from .record import writable
 CLUSTER_VARIABLES = ("SLURM_NNODES", "WORLD_SIZE", "MASTER_ADDR")
 
 
-def check_config(cfg: RunConfig) -> None:
-    """Cheapest first: values, this machine, the output (and W&B), then the data set (reads its headers)."""
+def check_config(cfg: RunConfig, on_this_machine: bool = True) -> None:
+    """Cheapest first: values, this machine, the output (and W&B), then the data set (reads its headers).
+    ``on_this_machine=False`` where the run goes to a cluster: its job checks the machine on its own nodes."""
     check_values(cfg)
-    check_machine(cfg.trainer)
+    if on_this_machine:
+        check_machine(cfg.trainer)
     check_output(cfg)
     check_data(cfg)
 
@@ -133,10 +135,14 @@ def check_data(cfg: RunConfig) -> None:
         raise ConfigError("data.val_size", d.val_size, f"must be smaller than the {d.train_images() + d.val_size} "
                           "training images")
     world = cfg.trainer.devices * cfg.trainer.num_nodes
+    if d.batch_scaling == "strong" and d.batch_size % world:
+        raise ConfigError("data.batch_size", d.batch_size, f"strong scaling splits this global batch over the {world} "
+                          f"devices: use a multiple of {world}")
     per_device = d.train_images() // world
-    if d.batch_size > per_device:
+    if d.device_batch(world) > per_device:
         raise ConfigError("data.batch_size", d.batch_size, f"each of the {world} devices gets {per_device} training images "
-                          f"per epoch; use a batch size of at most {per_device} (training drops the last partial batch)")
+                          f"per epoch; use a batch size of at most {per_device} per device (training drops the last "
+                          "partial batch)")
 
 
 def check_output(cfg: RunConfig) -> None:

@@ -19,7 +19,7 @@ from jsonargparse.typing import NonNegativeInt, PositiveInt
 from .config import Port
 from .config_parser import check_config_files, config_parser, explain_argument_error, run_config
 from .errors import CifarbenchError
-from .slurm_signal import hold_requeue_signal
+from .cluster.signals import hold_requeue_signal
 
 SUBMIT_OVERRIDES = ("partition", "account", "qos", "time", "cpus_per_task", "signal_seconds")  # over the matrix's slurm:
 
@@ -99,8 +99,8 @@ def execute(command: str, args) -> tuple[Optional[str], int]:
     if command == "matrix":
         from rich.console import Console
 
-        from .matrix import load_matrix, validate_runs
-        from .runner import expansion_table
+        from .cluster.matrix import load_matrix, validate_runs
+        from .cluster.runner import expansion_table
 
         matrix = load_matrix(args.expand.file)
         validate_runs(matrix)
@@ -120,9 +120,9 @@ def execute(command: str, args) -> tuple[Optional[str], int]:
 
         return str(build_report(args.results, args.output and Path(args.output), args.baseline, args.wandb)), 0
     if command == "run":
-        from .matrix import load_matrix
+        from .cluster.matrix import load_matrix
         from .record import RESULT_STATUSES
-        from .runner import run_matrix
+        from .cluster.runner import run_matrix
 
         matrix = load_matrix(args.file, results_root=args.output_dir)
         results = Path(args.output_dir) / matrix.name
@@ -184,34 +184,34 @@ def slurm_command(command: str, args) -> tuple[Optional[str], int]:
     from rich.console import Console
     from rich.table import Table
 
-    from . import slurm
-    from .matrix import load_matrix, validate_runs
-    from .runner import record_status
+    from .cluster import sbatch
+    from .cluster.matrix import load_matrix, validate_runs
+    from .cluster.runner import status_line
 
     root = Path(args.output_dir).resolve()  # absolute: the jobs cd into the results directory
     matrix = load_matrix(args.file, results_root=root)
     results = root / matrix.name
     if command == "submit":
-        validate_runs(matrix)
+        validate_runs(matrix, on_this_machine=False)
         for run in matrix.runs:
             if run.error:
                 print(f"skipped {run.run_id}: {run.error}", file=sys.stderr)
         overrides = {k: getattr(args, k) for k in SUBMIT_OVERRIDES if getattr(args, k) is not None}
-        scripts = slurm.write_scripts(matrix, results, overrides)
+        scripts = sbatch.write_scripts(matrix, results, overrides)
         if args.dry_run:
             for path in scripts.values():
                 print(f"# ---- {path}\n{path.read_text()}")
             return None, 0
-        jobs = slurm.submit(scripts, results)
+        jobs = sbatch.submit(scripts, results)
         for run_id, job in jobs.items():
             print(f"{run_id}: job {job}")
         return str(results), 0
-    jobs = slurm.load_jobs(results)
+    jobs = sbatch.load_jobs(results)
     if command == "cancel":
-        slurm.cancel(list(jobs.values()))
+        sbatch.cancel(list(jobs.values()))
         return f"cancelled {len(jobs)} jobs", 0
-    states = slurm.job_states(list(jobs.values()))
-    for run_id in slurm.mark_ended_jobs(results, jobs, states):
+    states = sbatch.job_states(list(jobs.values()))
+    for run_id in sbatch.mark_ended_jobs(results, jobs, states):
         print(f"{run_id}: its job ended before the run finished its record: marked failed", file=sys.stderr)
     table = Table(title=f"matrix {matrix.name}")
     for column in ("run id", "job", "slurm state", "record"):
@@ -219,7 +219,7 @@ def slurm_command(command: str, args) -> tuple[Optional[str], int]:
     for run in matrix.runs:
         job = jobs.get(run.run_id)
         table.add_row(run.run_id, job or "-", states.get(job, "-") if job else "-",
-                      record_status(results, run.run_id) or "-")
+                      status_line(results, run.run_id))
     Console(width=160).print(table)
     return None, 0
 

@@ -68,10 +68,18 @@ class OptimConfig:
     anneal_strategy: Literal["linear", "cos"] = "linear"
     cycle_momentum: bool = True  # OneCycle's momentum cycle 0.95 -> 0.85 -> 0.95 (torch's default, the seed's);
     #                              false: `momentum` (SGD) or Adam's beta1 stays constant
+    # max_lr is for a global batch of data.batch_size (one device). At k times that batch (weak scaling over k
+    # devices) it is multiplied by k (linear, Goyal et al. 2017), by sqrt(k) (sqrt, as for Adam), or kept (none)
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
     bias_lr_scale: PositiveFloat = 1.0  # BatchNorm parameters' LR multiple (airbench94: 64); their weight decay is
     #                                     divided by it, so that LR x decay, the shrink per step, stays the same
     lookahead_every: Optional[PositiveInt] = None  # airbench's Lookahead: every N steps the weights and their EMA
     #                              both move to the EMA (decay 0.95^N x progress^3), the EMA is the end; None: off
+
+    def lr_multiplier(self, global_batch: int, reference_batch: int) -> float:
+        """What max_lr is multiplied by at ``global_batch`` images per step, for a max_lr tuned at ``reference_batch``."""
+        ratio = global_batch / reference_batch
+        return {"none": 1.0, "linear": ratio, "sqrt": ratio ** 0.5}[self.lr_scaling]
 
     def resolved_weight_decay(self) -> float:
         if self.weight_decay is not None:
@@ -101,7 +109,10 @@ class DataConfig:
     root: str = "~/.cache/cifarbench/cifar10"
     download: bool = True  # torchvision source only
     path: Literal["albumentations", "ffcv", "device"] = "albumentations"  # the input pipeline
-    batch_size: PositiveInt = 512  # per device
+    batch_size: PositiveInt = 512  # per device (weak scaling), or the global batch split over the devices (strong)
+    # weak: each device takes batch_size, so more devices make a bigger global batch (fewer, larger steps);
+    # strong: the global batch stays batch_size whatever the device count (the same steps, split)
+    batch_scaling: Literal["weak", "strong"] = "weak"
     num_workers: NonNegativeInt = 4  # per device: DataLoader processes (albumentations) or FFCV threads; unused by device
     val_size: PositiveInt = 5000  # held out of the training set with split_seed (seed: 45,000 / 5,000)
     split_seed: Seed = 42
@@ -116,6 +127,10 @@ class DataConfig:
     cutout_prob: ClosedUnitInterval = 0.5
     alternating_flip: bool = False  # replaces flip_prob: half flipped, then each image every other epoch (airbench)
     ffcv: FFCVConfig = field(default_factory=FFCVConfig)
+
+    def device_batch(self, world: int) -> int:
+        """Images per step on each of ``world`` devices."""
+        return self.batch_size if self.batch_scaling == "weak" else self.batch_size // world
 
     def train_images(self) -> int:
         """Training images per epoch (all devices together), after subsetting and the seed protocol's val split."""

@@ -85,10 +85,10 @@ def read_record(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
-def mark_abandoned(run_dir: Path, how: str) -> bool:
-    """Marks failed, with ``how`` as its error, a record that still says running or requeued although nothing
-    runs it any more (its process was killed, its Slurm job ended): no record claims a run that no longer
-    exists. Returns whether it did."""
+def mark_abandoned(run_dir: Path, how: str, **parts: Any) -> bool:
+    """Marks failed, with ``how`` as its error (and ``parts``, e.g. the failed rank), a record that still says
+    running or requeued although nothing runs it any more (its process was killed, its Slurm job ended, the node
+    of rank 0 was lost): no record claims a run that no longer exists. Returns whether it did."""
     try:
         record = read_record(run_dir / RECORD_NAME)
     except (OSError, ValueError):
@@ -99,7 +99,7 @@ def mark_abandoned(run_dir: Path, how: str) -> bool:
     attempts = record.get("attempts") or []
     if attempts and attempts[-1].get("outcome") in UNFINISHED_STATUSES:
         attempts[-1] |= {"ended_at": ended, "outcome": "failed", "error": how}
-    write_record(run_dir, record | {"status": "failed", "finished_at": ended, "error": how})
+    write_record(run_dir, record | {"status": "failed", "finished_at": ended, "error": how, **parts})
     return True
 
 

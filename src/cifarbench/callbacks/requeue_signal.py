@@ -1,10 +1,10 @@
-"""Lets Slurm's held requeue signal through once Lightning handles it (see ``cifarbench.slurm_signal``)."""
+"""Lets Slurm's held requeue signal through once Lightning handles it (see ``cifarbench.cluster.signals``)."""
 
 from __future__ import annotations
 
 import lightning as L
 
-from ..slurm_signal import release_requeue_signal
+from ..cluster.signals import release_requeue_signal
 
 
 class ReleaseRequeueSignal(L.Callback):

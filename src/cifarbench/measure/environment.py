@@ -154,15 +154,25 @@ class EnvironmentInfo(L.Callback):
         if self.summary:
             return
         env = collect_environment()
-        hostnames = [env["hostname"]]
-        if dist.is_available() and dist.is_initialized():
-            hostnames = [None] * dist.get_world_size()
-            dist.all_gather_object(hostnames, env["hostname"])
+        ranks = [{"rank": 0, "host": env["hostname"], "address": host_address(env["hostname"])}]
+        if dist.is_available() and dist.is_initialized():  # once, before training: which rank ran where
+            ranks = [None] * dist.get_world_size()
+            dist.all_gather_object(ranks, {"rank": dist.get_rank(), "host": env["hostname"],
+                                           "address": host_address(env["hostname"])})
         env |= {"world_size": trainer.world_size, "num_nodes": trainer.num_nodes,
                 "devices_per_node": trainer.num_devices, "accelerator": type(trainer.accelerator).__name__,
-                "strategy": lightning_class_name(trainer.strategy), "hostnames": sorted(set(hostnames)),
-                "config": self.config}
+                "strategy": lightning_class_name(trainer.strategy),
+                "hostnames": sorted({r["host"] for r in ranks}), "ranks": ranks, "config": self.config}
         self.summary = env
+
+
+def host_address(hostname: str) -> Optional[str]:
+    """The address ``hostname`` resolves to on its own node: the one its peers reach it at (gloo and NCCL bind to
+    it), so a peer's error that names only an address can be traced to a rank and a node."""
+    try:
+        return socket.gethostbyname(hostname)
+    except OSError:
+        return None
 
 
 def lightning_class_name(obj: object) -> str:

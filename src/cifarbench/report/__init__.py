@@ -23,7 +23,9 @@ from .wandb_report import push_report, wandb_mode
 
 FIGURES = [  # id, caption
     ("throughput-scaling", "Steady-state images/s of the whole job against its GPU count; the dashed line "
-                           "multiplies the 1-GPU throughput (perfect scaling)."),
+                           "multiplies the 1-GPU throughput (perfect scaling). Circles: weak scaling (each GPU's "
+                           "batch fixed, so the global batch grows with the GPUs); squares: strong scaling (the "
+                           "global batch fixed, split over the GPUs). The legend says how each scaled its max_lr."),
     ("time-to-target", "Seconds from the start of fit to the first validation at the target, validation included."),
     ("accuracy-vs-time", "Validation accuracy after each epoch against wall-clock seconds since the start of fit."),
     ("pareto", "Median time to target against best validation accuracy; the frontier marks the configurations "

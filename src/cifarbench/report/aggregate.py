@@ -64,7 +64,7 @@ def _group_row(group: pd.DataFrame) -> dict[str, Any]:
     return {
         "label": first["label"], "gpus": int(first["gpus"]), "configuration": first["configuration"],
         "scaling_group": first["scaling_group"], "data_path": first["data_path"], "target": first["target"],
-        "protocol": first["protocol"], "network": first["network"],
+        "protocol": first["protocol"], "network": first["network"], "scaling": first["scaling"],
         "runs": len(group), "seeds": sorted(s for s in group["seed"].dropna().astype(int)),
         "status": ", ".join(f"{n} {status}" for status, n in counts.items()),
         "images_per_sec": ips["median"], "images_per_sec_iqr": ips["iqr"],

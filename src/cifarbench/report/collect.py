@@ -87,7 +87,7 @@ def run_row(record: dict[str, Any], path: Path) -> dict[str, Any]:
         "seed": cfg.get("trainer.seed"), "gpus": gpus, "data_path": cfg.get("data.path"),
         # what the accuracy is measured on: runs of different protocols are never ranked against each other
         "protocol": cfg.get("data.protocol", "seed"), "network": cfg.get("model.name", "custom_resnet"),
-        "scaling_group": _identity(cfg, NOT_CONFIGURATION | GPU_COUNT),
+        "scaling_group": _identity(cfg, NOT_CONFIGURATION | GPU_COUNT), "scaling": scaling_text(cfg),
         "configuration": _identity(cfg, NOT_CONFIGURATION),
         "config": cfg,
         "images_per_sec": images, "images_per_sec_per_device": tp.get("images_per_sec_per_device"),
@@ -102,6 +102,13 @@ def run_row(record: dict[str, Any], path: Path) -> dict[str, Any]:
         "machine": machine(env), "host": env.get("hostname"), "environment": env,
         "started_at": record.get("started_at"), "path": str(path),
     }
+
+
+def scaling_text(cfg: dict[str, Any]) -> str:
+    """How a run's work grows with its device count: weak (the per-device batch fixed, so the global batch grows)
+    or strong (the global batch fixed, split), and what its max_lr did at that global batch."""
+    lr = cfg.get("optim.lr_scaling", "none")
+    return f"{cfg.get('data.batch_scaling', 'weak')}, lr {'fixed' if lr == 'none' else lr}"
 
 
 def _clock(time_to_target: dict[str, Any], name: str) -> Optional[float]:

@@ -31,15 +31,21 @@ def _name(row) -> str:
     return textwrap.fill(f"{row['label']} ({row['gpus']} GPU)", width=36)
 
 
+SCALING_MARKERS = {"weak": "o", "strong": "s"}  # the caption says which is which
+
+
 def throughput_scaling(summary: pd.DataFrame) -> Figure:
-    """Images/s against GPU count per configuration, with the ideal line through its 1-GPU point."""
+    """Images/s against GPU count per configuration, with the ideal line through its 1-GPU point; the marker
+    says whether the configuration scales weakly (circles) or strongly (squares)."""
     fig, ax = _figure("Throughput vs GPU count (median over runs; dashed: ideal linear scaling)")
     plotted = False
     for label, rows in summary.groupby("label", sort=True):
         rows = rows.dropna(subset=["images_per_sec"]).sort_values("gpus")
         if rows.empty:
             continue
-        line, = ax.plot(rows["gpus"], rows["images_per_sec"], marker="o", label=label)
+        scaling = rows["scaling"].iloc[0]
+        line, = ax.plot(rows["gpus"], rows["images_per_sec"], marker=SCALING_MARKERS[scaling.split(",")[0]],
+                        label=f"{label} ({scaling})")
         one = rows[rows["gpus"] == 1]
         if not one.empty:
             ax.plot(rows["gpus"], one["images_per_sec"].iloc[0] * rows["gpus"], linestyle="--", color=line.get_color(),

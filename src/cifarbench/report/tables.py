@@ -34,6 +34,7 @@ COLUMNS: dict[str, Callable[[pd.Series], str]] = {
     "Network": lambda r: r["network"],
     "Protocol": lambda r: r["protocol"],
     "GPUs": lambda r: str(r["gpus"]),
+    "Scaling": lambda r: r["scaling"],
     "Runs": lambda r: str(r["runs"]),
     "Images/s": lambda r: _num(",.0f")(r["images_per_sec"]),
     "Images/s per GPU": lambda r: _num(",.0f")(r["images_per_sec_per_gpu"]),

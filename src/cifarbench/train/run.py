@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from dataclasses import replace
@@ -33,10 +34,10 @@ from ..measure import (DataWait, DivergenceGuard, EnvironmentInfo, PhaseTimer, S
                       TracingPhaseTimer, UntimedWarmup)
 from ..measure.peak_flops import apply_math_mode
 from ..models import count_parameters, flops_per_image
-from ..attempts import (discard_hpc_checkpoints, earlier_attempts, finished_record, hpc_checkpoint, new_attempt,
+from ..cluster.requeue import (discard_hpc_checkpoints, earlier_attempts, finished_record, hpc_checkpoint, new_attempt,
                        requeued_by_slurm, resume_checkpoint)
-from ..record import atomic_write_text, final_status, new_record, now, write_record
-from ..rank_watchdog import RankWatchdog
+from ..record import atomic_write_text, final_status, mark_abandoned, new_record, now, write_record
+from ..cluster.watchdog import RankWatchdog
 from .trainer import build_trainer
 from ..tools.curves import write_training_curves
 from .module import CifarClassifier
@@ -81,11 +82,13 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
 
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     apply_math_mode(cfg.trainer.matmul_precision)
-    module = CifarClassifier(cfg.model, cfg.optim, cfg.trainer.channels_last, cfg.trainer.compile)
-    datamodule = build_datamodule(cfg.data, seed=cfg.trainer.seed)
-    m, log_every = cfg.measure, min(50, train_steps_per_epoch(cfg))
+    trained, scaling = at_scale(cfg)
+    module = CifarClassifier(cfg.model, trained.optim, cfg.trainer.channels_last, cfg.trainer.compile)
+    datamodule = build_datamodule(trained.data, seed=cfg.trainer.seed)
+    m, log_every = cfg.measure, min(50, train_steps_per_epoch(trained))
     phases = build_profiler(cfg, run_id, run_dir)
-    warmup = UntimedWarmup(m.untimed_warmup_steps, cfg.data.batch_size, eval_batch_sizes(cfg), cfg.model.num_classes)
+    warmup = UntimedWarmup(m.untimed_warmup_steps, trained.data.batch_size, eval_batch_sizes(trained),
+                           cfg.model.num_classes)
     throughput = SteadyStateThroughput(m.warmup_steps, flops_per_image(cfg.model, training=True),
                                        precision=cfg.trainer.precision, phases=phases)
     previous_clock = attempts[-2]["clock_at_end"] if len(attempts) > 1 else None  # None: a new run, or unknown
@@ -111,7 +114,7 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
     trainer = build_trainer(cfg.trainer, run_dir, callbacks, loggers, watchdog=watchdog, log_every_n_steps=log_every,
                             profiler=phases)
 
-    error, failed_rank, accuracy, requeued, outcome = None, None, {}, False, None
+    error, failed_rank, failed_node, accuracy, requeued, outcome = None, None, None, {}, False, None
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=None if lightning_finds_it else resumed_from)
         discard_hpc_checkpoints(trainer, run_dir)
@@ -136,13 +139,16 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
             error = "SIGTERM (cancelled, or out of time) with no new checkpoint to resume from"
     except Exception as err:  # the record says what failed; the CLI turns it into one line and exit 1
         error_log.write(trainer.global_rank, err)  # unless its on_exception already did (inside trainer.fit)
-        failed_rank, error = root_cause(run_dir, trainer.global_rank, trainer.world_size, err)
+        failed_rank, failed_node, error = root_cause(run_dir, trainer.global_rank, trainer.world_size, err,
+                                                     env.summary.get("ranks", []))
+        if failed_rank == 0 and trainer.global_rank == first_survivor(env.summary.get("ranks", []), failed_node):
+            mark_abandoned(run_dir, error, failed_rank=0, failed_node=failed_node)  # rank 0 cannot write it
 
     status = "requeued" if requeued else final_status(error, bool(divergence and divergence.step is not None),
                                                                  tta.reached is not None)
     attempts[-1] |= {"ended_at": now(), "outcome": outcome or status, "error": error, "clock_at_end": tta.clock()}
     record = new_record(cfg, run_id, status, started_at=started, error=error, failed_rank=failed_rank,
-                        restarts=len(attempts) - 1, attempts=attempts,
+                        failed_node=failed_node, restarts=len(attempts) - 1, attempts=attempts, scaling=scaling,
                         divergence=divergence.summary if divergence else PER_STEP_OFF,
                         environment=env.summary,
                         throughput=throughput.summary, time_to_target=tta.summary,
@@ -160,20 +166,47 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
     return path, record
 
 
-def root_cause(run_dir: Path, rank: int, world_size: int, err: Exception) -> tuple[int, str]:
-    """(rank, error) of what made the job fail: another rank's logged exception, else this rank's own error.
+def root_cause(run_dir: Path, rank: int, world_size: int, err: Exception,
+               ranks: list[dict[str, Any]]) -> tuple[int, Optional[str], str]:
+    """(rank, its node, error) of what made the job fail: another rank's logged exception, else a peer that this
+    rank's failed collective names (a task killed, a node lost: nothing was left to log), else this rank's own
+    error.
 
     A peer's death fails this rank's next collective within moments, so it waits up to 2 s for the peer's log;
     meanwhile, on one machine, the RankWatchdog sees a peer that died without one, records it and ends the job.
     """
+    hosts = {r["rank"]: r["host"] for r in ranks}
     for _ in range(20):
         other = sorted((r, text) for r, text in ErrorLog.read(run_dir).items() if r != rank)
         if other:
-            return other[0][0], f"rank {other[0][0]}: {other[0][1]} (rank {rank} then: {type(err).__name__})"
+            return other[0][0], hosts.get(other[0][0]), f"rank {other[0][0]}: {other[0][1]} (rank {rank} then: {type(err).__name__})"
         if world_size == 1:
             break
         time.sleep(0.1)
-    return rank, f"{type(err).__name__}: {err}"
+    lost = lost_peer(err, rank, ranks)
+    if lost is not None:
+        return lost["rank"], lost["host"], (f"rank {lost['rank']} on {lost['host']} was lost: rank {rank}'s "
+                                            f"collective failed with {type(err).__name__}: {err}")
+    return rank, hosts.get(rank), f"{type(err).__name__}: {err}"
+
+
+# how gloo names the peer of a connection that was closed or reset: "... [10.213.0.12]:41527"
+PEER_ADDRESS = re.compile(r"\[([0-9a-fA-F.:]+)\]:\d+")
+
+
+def lost_peer(err: Exception, rank: int, ranks: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """The one other rank at an address ``err`` names, from the ranks table EnvironmentInfo gathered at setup;
+    None where the error names no peer, or an address several ranks share (one node, several ranks)."""
+    for address in PEER_ADDRESS.findall(str(err)):
+        peers = [r for r in ranks if r["address"] == address and r["rank"] != rank]
+        if len(peers) == 1:
+            return peers[0]
+    return None
+
+
+def first_survivor(ranks: list[dict[str, Any]], lost_node: Optional[str]) -> Optional[int]:
+    """The lowest rank on another node than the lost one: it writes the record rank 0 could not."""
+    return min((r["rank"] for r in ranks if r["rank"] != 0 and r["host"] != lost_node), default=None)
 
 
 def launched_by_rank_zero() -> bool:
@@ -214,6 +247,20 @@ def build_profiler(cfg: RunConfig, run_id: str, run_dir: Path) -> PhaseTimer:
         return PhaseTimer()
     return TracingPhaseTimer(dirpath=run_dir / "profiler" / run_id, filename="trace", export_to_chrome=True,
                              schedule=torch.profiler.schedule(wait=p.wait, warmup=p.warmup, active=p.active, repeat=1))
+
+
+def at_scale(cfg: RunConfig) -> tuple[RunConfig, dict[str, Any]]:
+    """(the config each process trains with, the record's ``scaling``): each device's batch from data.batch_size
+    and data.batch_scaling, and max_lr for the job's global batch by optim.lr_scaling, so that runs over
+    different device counts say, and compare, like with like. The record keeps the config as given."""
+    world = cfg.trainer.devices * cfg.trainer.num_nodes
+    device_batch = cfg.data.device_batch(world)
+    multiplier = cfg.optim.lr_multiplier(device_batch * world, cfg.data.batch_size)
+    trained = replace(cfg, data=replace(cfg.data, batch_size=device_batch, batch_scaling="weak"),
+                      optim=replace(cfg.optim, max_lr=cfg.optim.max_lr * multiplier, lr_scaling="none"))
+    return trained, {"batch_scaling": cfg.data.batch_scaling, "devices": world, "device_batch": device_batch,
+                     "global_batch": device_batch * world, "lr_scaling": cfg.optim.lr_scaling,
+                     "lr_multiplier": multiplier, "max_lr": trained.optim.max_lr}
 
 
 def train_steps_per_epoch(cfg: RunConfig) -> int:

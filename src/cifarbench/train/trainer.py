@@ -15,7 +15,7 @@ from lightning.pytorch.plugins import TorchCheckpointIO
 from lightning.pytorch.strategies import DDPStrategy
 
 from ..config import TrainerConfig
-from ..rank_watchdog import RankWatchdog, WatchedDDPStrategy
+from ..cluster.watchdog import RankWatchdog, WatchedDDPStrategy
 from ..record import atomic_write
 
 

@@ -19,14 +19,30 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .matrix import Matrix, MatrixRun, validate_runs
-from .record import RECORD_NAME, RESULT_STATUSES, atomic_write_text, exit_description, mark_abandoned, read_record
+from ..record import RECORD_NAME, RESULT_STATUSES, atomic_write_text, exit_description, mark_abandoned, read_record
+
+
+def run_record(results_dir: Path, run_id: str) -> Optional[dict]:
+    try:
+        return read_record(results_dir / run_id / RECORD_NAME)
+    except (OSError, ValueError):
+        return None
 
 
 def record_status(results_dir: Path, run_id: str) -> Optional[str]:
-    try:
-        return read_record(results_dir / run_id / RECORD_NAME).get("status")
-    except (OSError, ValueError):
-        return None
+    return (run_record(results_dir, run_id) or {}).get("status")
+
+
+def status_line(results_dir: Path, run_id: str) -> str:
+    """A run's record as `cifarbench status` shows it: its status, and for a failed run the rank and node that
+    failed ('failed: rank 1 on node2'); '-' before the run has written one."""
+    record = run_record(results_dir, run_id)
+    if record is None:
+        return "-"
+    where = " ".join(part for part in (
+        f"rank {record['failed_rank']}" if record.get("failed_rank") is not None else "",
+        f"on {record['failed_node']}" if record.get("failed_node") else "") if part)
+    return f"{record['status']}: {where}" if record["status"] == "failed" and where else str(record["status"])
 
 
 def write_run_config(results_dir: Path, run: MatrixRun) -> Path:

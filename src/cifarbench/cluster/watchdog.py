@@ -13,7 +13,7 @@ from lightning.fabric.utilities.distributed import _set_num_threads_if_needed
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
-from .record import exit_description
+from ..record import exit_description
 
 
 class RankWatchdog:

@@ -22,7 +22,7 @@ from typing import Any, Optional
 import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 
-from .record import RECORD_NAME, RESULT_STATUSES, read_record
+from ..record import RECORD_NAME, RESULT_STATUSES, read_record
 
 HPC_CHECKPOINT = re.compile(r"^hpc_ckpt_(\d+)\.ckpt$")  # Lightning's naming (CheckpointConnector.hpc_save_path)
 

@@ -18,12 +18,12 @@ from pathlib import Path
 from string import Template
 from typing import Any, Optional
 
-from .errors import CifarbenchError, ConfigError
+from ..errors import CifarbenchError, ConfigError
 from .matrix import Matrix, MatrixRun
-from .record import RESULT_STATUSES, atomic_write_text, mark_abandoned
+from ..record import RESULT_STATUSES, atomic_write_text, mark_abandoned
 from .runner import record_status, write_run_config
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "slurm" / "run.sbatch"
+TEMPLATE = Path(__file__).resolve().parents[3] / "slurm" / "run.sbatch"
 JOBS_FILE = "slurm-jobs.json"
 PLAIN_TOKEN = re.compile(r"^[A-Za-z0-9_.:@%+=-]+$")
 TIME = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$")

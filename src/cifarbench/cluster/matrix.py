@@ -25,10 +25,10 @@ from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from .checks import check_config
-from .config import RunConfig
-from .config_parser import config_from_dict, read_yaml
-from .errors import CifarbenchError, ConfigError
+from ..checks import check_config
+from ..config import RunConfig
+from ..config_parser import config_from_dict, read_yaml
+from ..errors import CifarbenchError, ConfigError
 
 MATRIX_KEYS = {"name", "base", "config", "axes", "exclude", "slurm"}
 
@@ -96,11 +96,13 @@ def load_matrix(path: str | Path, results_root: Optional[str | Path] = None) -> 
     return Matrix(name, path, runs, spec.get("slurm") or {})
 
 
-def validate_runs(matrix: Matrix) -> None:
-    """Sets each run's ``error`` to the one-line reason it cannot run on this machine (None when it can)."""
+def validate_runs(matrix: Matrix, on_this_machine: bool = True) -> None:
+    """Sets each run's ``error`` to the one-line reason it cannot run (None when it can). ``on_this_machine=False``
+    for runs submitted to a cluster: the machine (devices, CUDA, a launcher for several nodes) is checked by each
+    job on its own nodes, the values, output and data here, before anything is submitted."""
     for run in matrix.runs:
         try:
-            check_config(config_from_dict(run.config))
+            check_config(config_from_dict(run.config), on_this_machine)
         except CifarbenchError as err:
             run.error = str(err)
 
