@@ -127,7 +127,7 @@ else
 fi
 
 for _ in $(seq 1 60); do
-    if [ "$(sinfo -h -o %T 2>/dev/null | grep -cx idle)" = "$nodes" ]; then
+    if [ "$(sinfo -h -N -o %T 2>/dev/null | grep -cx idle)" = "$nodes" ]; then
         echo "export SLURM_CONF=$SLURM_CONF"
         exit 0
     fi

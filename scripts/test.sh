@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The README's test command (`make test`): installs everything, starts the local Slurm cluster the
-# Slurm tests use, runs the suite, and stops the cluster again, also when a test fails.
+# The README's test command (`make test`): installs everything, starts the local Slurm cluster of two nodes the
+# Slurm and multi-node tests use, runs the suite, and stops the cluster (daemons, namespaces, links) again, also
+# when a test fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -11,6 +12,6 @@ if ! command -v chromium >/dev/null; then
 fi
 state=$(mktemp -d /tmp/cifarbench-slurm.XXXXXX)
 trap 'bash scripts/slurm-stop.sh "$state"' EXIT
-eval "$(bash scripts/slurm-start.sh "$state")"   # exports SLURM_CONF
+eval "$(bash scripts/slurm-start.sh --nodes 2 "$state")"   # exports SLURM_CONF
 export NO_ALBUMENTATIONS_UPDATE=1 WANDB_MODE=offline
 .venv/bin/python -m pytest tests --durations=15 "$@"  # the slowest 15 printed: the suite stays under 25 minutes

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -51,3 +53,59 @@ def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subpro
 
 def last_line(result: subprocess.CompletedProcess) -> str:
     return result.stdout.strip().splitlines()[-1]
+
+
+# ---- the local Slurm cluster (scripts/slurm-start.sh)
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The local cluster of two nodes: the one `make test` started (SLURM_CONF set), else one started here and
+    stopped after."""
+    if os.environ.get("SLURM_CONF") and subprocess.run(["sinfo"], capture_output=True).returncode == 0:
+        yield os.environ["SLURM_CONF"]
+        return
+    state = Path(tempfile.mkdtemp(prefix="cifarbench-slurm-", dir="/tmp"))  # munged must reach it: not under pytest's 0700 dirs
+    started = subprocess.run(["bash", str(REPO / "scripts/slurm-start.sh"), "--nodes", "2", str(state)],
+                             capture_output=True, text=True)
+    assert started.returncode == 0, started.stderr
+    os.environ["SLURM_CONF"] = str(state / "slurm.conf")
+    yield os.environ["SLURM_CONF"]
+    subprocess.run(["bash", str(REPO / "scripts/slurm-stop.sh"), str(state)], check=False)
+    del os.environ["SLURM_CONF"]
+
+
+def wait_for_jobs(job_ids: list[str], timeout: float) -> dict[str, str]:
+    """Each job's final state, polled with scontrol (sbatch --wait backs off up to 10 s between polls)."""
+    deadline, states = time.monotonic() + timeout, {}
+    while time.monotonic() < deadline:
+        states = {}
+        for job in job_ids:
+            out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+            states[job] = next((w.split("=")[1] for w in out.split() if w.startswith("JobState=")), "UNKNOWN")
+        if all(s in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL") for s in states.values()):
+            return states
+        time.sleep(2)
+    raise AssertionError(f"jobs still not done after {timeout}s: {states}")
+
+
+def job_field(job: str, name: str) -> str:
+    """One field of `scontrol show job` (JobState, Restarts, NodeList, Reason, ...); '' when absent."""
+    out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    return next((w.split("=", 1)[1] for w in out.split() if w.startswith(f"{name}=")), "")
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.5)
+
+
+def checkpointed_epochs(run_dir: Path) -> int:
+    """Epochs of the run's newest checkpoint (Lightning's checkpoint holds its epoch count)."""
+    import torch
+
+    try:
+        return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["epoch"]
+    except (OSError, RuntimeError, EOFError, KeyError):
+        return 0

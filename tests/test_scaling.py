@@ -1,7 +1,5 @@
 """Weak and strong scaling: what each device trains with, what the record says, and how the report tells them apart."""
 
-import json
-from pathlib import Path
 
 import pytest
 import yaml

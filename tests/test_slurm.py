@@ -4,7 +4,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +16,7 @@ from cifarbench.cluster.matrix import load_matrix
 from cifarbench.cluster.requeue import earlier_attempts, new_attempt
 from cifarbench.record import now, read_record, write_record
 from cifarbench.cluster.sbatch import load_jobs, render
-from conftest import CLI, REPO, last_line, run_cli
+from conftest import CLI, REPO, checkpointed_epochs, job_field, last_line, run_cli, wait_for_jobs, wait_until
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -83,34 +82,6 @@ def test_hostile_run_ids_and_names_are_refused(tmp_path):
     assert result.returncode == 2 and "output.run_id" in result.stdout and not list(tmp_path.rglob("PWNED*"))
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    """The local cluster: the one `make test` started (SLURM_CONF set), else one started here and stopped after."""
-    if os.environ.get("SLURM_CONF") and subprocess.run(["sinfo"], capture_output=True).returncode == 0:
-        yield os.environ["SLURM_CONF"]
-        return
-    state = Path(tempfile.mkdtemp(prefix="cifarbench-slurm-", dir="/tmp"))  # munged must reach it: not under pytest's 0700 dirs
-    started = subprocess.run(["bash", str(REPO / "scripts/slurm-start.sh"), str(state)], capture_output=True, text=True)
-    assert started.returncode == 0, started.stderr
-    os.environ["SLURM_CONF"] = str(state / "slurm.conf")
-    yield os.environ["SLURM_CONF"]
-    subprocess.run(["bash", str(REPO / "scripts/slurm-stop.sh"), str(state)], check=False)
-    del os.environ["SLURM_CONF"]
-
-
-def wait_for_jobs(job_ids: list[str], timeout: float) -> dict[str, str]:
-    deadline, states = time.monotonic() + timeout, {}
-    while time.monotonic() < deadline:
-        states = {}
-        for job in job_ids:
-            out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
-            states[job] = next((w.split("=")[1] for w in out.split() if w.startswith("JobState=")), "UNKNOWN")
-        if all(s in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL") for s in states.values()):
-            return states
-        time.sleep(2)
-    raise AssertionError(f"jobs still not done after {timeout}s: {states}")
-
-
 def test_tiny_matrix_on_a_real_slurm_cluster(tmp_path, slurm_cluster):
     assert shutil.which("sbatch")
     result = run_cli("submit", "bench/matrices/tiny-cpu.yaml", "--output_dir", str(tmp_path), timeout=120,
@@ -147,11 +118,6 @@ def test_cancel_stops_queued_jobs(tmp_path, slurm_cluster):
     assert load_jobs(tmp_path / "cancel-me") == jobs
     assert run_cli("cancel", str(matrix), "--output_dir", str(tmp_path), timeout=120, env=env).returncode == 0
     assert set(wait_for_jobs(list(jobs.values()), timeout=120).values()) == {"CANCELLED"}
-
-
-def job_field(job: str, name: str) -> str:
-    out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
-    return next((w.split("=", 1)[1] for w in out.split() if w.startswith(f"{name}=")), "")
 
 
 def test_preempted_run_checkpoints_requeues_and_completes_as_one_run(tmp_path, slurm_cluster):
@@ -216,13 +182,6 @@ def test_preempted_run_checkpoints_requeues_and_completes_as_one_run(tmp_path, s
     assert "restart 0" in text and "restart 1" in text
 
 
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.5)
-
-
 def test_scontrol_requeue_preempts_the_attempt_and_a_finished_run_is_never_redone(tmp_path, slurm_cluster):
     """How admins and PreemptMode=REQUEUE stop a job: `scontrol requeue`, i.e. SIGTERM to every process of the
     job (loader workers and W&B's service included) with no SIGUSR1 warning. The attempt ends as preempted, the
@@ -243,7 +202,7 @@ def test_scontrol_requeue_preempts_the_attempt_and_a_finished_run_is_never_redon
     job = load_jobs(tmp_path / "requeue")["requeue-seed1"]
     run_dir = tmp_path / "requeue" / "requeue-seed1"
 
-    wait_until(lambda: _checkpointed_epochs(run_dir) >= 3, 240, f"no checkpoint of epoch 3: {job_field(job, 'JobState')}")
+    wait_until(lambda: checkpointed_epochs(run_dir) >= 3, 240, f"no checkpoint of epoch 3: {job_field(job, 'JobState')}")
     subprocess.run(["scontrol", "requeue", job], check=True)
     wait_until(lambda: job_field(job, "JobState") == "PENDING" and job_field(job, "Restarts") == "1", 120,
                f"not requeued: {job_field(job, 'JobState')}")
@@ -280,16 +239,6 @@ def test_scontrol_requeue_preempts_the_attempt_and_a_finished_run_is_never_redon
     third = log[log.index("restart 2"):]  # ends at once: no Trainer is even built
     assert "run requeue-seed1 already finished (completed): not run again" in third, third
     assert "GPU available" not in third, third
-
-
-def _checkpointed_epochs(run_dir: Path) -> int:
-    """Epochs of the run's newest checkpoint (Lightning's checkpoint holds its epoch count)."""
-    import torch
-
-    try:
-        return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["epoch"]
-    except (OSError, RuntimeError, EOFError, KeyError):
-        return 0
 
 
 def test_a_requeue_signal_before_training_starts_waits_for_lightning(tmp_path):
