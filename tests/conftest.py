@@ -109,3 +109,13 @@ def checkpointed_epochs(run_dir: Path) -> int:
         return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["epoch"]
     except (OSError, RuntimeError, EOFError, KeyError):
         return 0
+
+
+def requeue_after_epoch(job: str, run_dir: Path, epoch: int) -> None:
+    """`scontrol requeue` of a running job once its run has checkpointed ``epoch``; returns when Slurm holds it
+    pending for its first restart (the caller releases it: Slurm 22.05 would hold it ~2 minutes)."""
+    wait_until(lambda: checkpointed_epochs(run_dir) >= epoch, 240,
+               f"no checkpoint of epoch {epoch}: {job_field(job, 'JobState')}")
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    wait_until(lambda: job_field(job, "JobState") == "PENDING" and job_field(job, "Restarts") == "1", 120,
+               f"not requeued: {job_field(job, 'JobState')}")

@@ -76,7 +76,16 @@ FIT_CASES = [
     (["--trainer.precision", "16-mixed"], "trainer.precision='16-mixed': fp16 autocast needs a CUDA GPU"),
     (["--trainer.accelerator", "gpu"], "trainer.accelerator='gpu': no CUDA GPU is visible on this machine"),
     (["--trainer.compile", "max-autotune"], "trainer.compile='max-autotune': this mode needs CUDA"),
-    (["--trainer.sync_batchnorm", "true", "--trainer.strategy", "ddp"], "trainer.sync_batchnorm=True: torch's SyncBatchNorm runs only on CUDA"),
+    (["--trainer.sync_batchnorm", "true", "--trainer.strategy", "ddp", "--trainer.devices", "2"],
+     "trainer.sync_batchnorm=True: torch's SyncBatchNorm runs only on CUDA"),
+    # combinations that fail late (or silently) on any machine, a GPU's too (issue 16)
+    (["--trainer.precision", "16-true"], "trainer.precision='16-true': with optim.optimizer=adam: Adam's eps (1e-8) "
+                                         "is below fp16's smallest value"),
+    (["--trainer.sync_batchnorm", "true"], "trainer.sync_batchnorm=True: one device has no other batch statistics"),
+    (["--data.path", "ffcv", "--data.ffcv.order", "quasi_random", "--trainer.devices", "2", "--trainer.strategy", "ddp"],
+     "data.ffcv.order='quasi_random': FFCV's quasi-random order does not support distributed training"),
+    (["--trainer.compile", "reduce-overhead", "--trainer.devices", "2", "--trainer.strategy", "ddp"],
+     "trainer.compile='reduce-overhead': has not been shown to work under DDP"),
     (["--trainer.devices", "512"], "trainer.devices=512: this node has"),
     (["--trainer.num_nodes", "2"], "trainer.num_nodes=2: several nodes need a cluster launcher"),
     # missing data, unwritable output, unsafe names

@@ -100,10 +100,9 @@ def test_ddp_two_processes_gloo(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--trainer.precision", "16-mixed"], "trainer.precision='16-mixed': fp16 autocast needs a CUDA GPU; on CPU use bf16-mixed"),
-    (["--trainer.precision", "16-true"], "trainer.precision='16-true': the CPU has no fast fp16 kernels"),
+    (["--trainer.precision", "16-true", "--optim.optimizer", "sgd"], "trainer.precision='16-true': the CPU has no fast fp16 kernels"),
     (["--trainer.compile", "reduce-overhead"], "trainer.compile='reduce-overhead': this mode needs CUDA"),
     (["--trainer.compile", "max-autotune"], "trainer.compile='max-autotune': this mode needs CUDA"),
-    (["--trainer.sync_batchnorm", "true"], "trainer.sync_batchnorm=True: torch's SyncBatchNorm runs only on CUDA"),
     (["--trainer.accelerator", "gpu"], "trainer.accelerator='gpu': no CUDA GPU is visible on this machine; use accelerator=cpu"),
     (["--trainer.devices", "64"], "trainer.devices=64: this node has"),
     (["--trainer.num_nodes", "2"], "trainer.num_nodes=2: several nodes need a cluster launcher"),

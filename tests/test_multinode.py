@@ -11,7 +11,7 @@ import yaml
 
 from cifarbench.cluster.sbatch import load_jobs
 from cifarbench.record import read_record
-from conftest import REPO, checkpointed_epochs, job_field, run_cli, wait_for_jobs, wait_until
+from conftest import REPO, job_field, requeue_after_epoch, run_cli, wait_for_jobs, wait_until
 
 MATRIX = REPO / "bench/matrices/two-node-cpu.yaml"
 
@@ -104,11 +104,7 @@ def test_a_requeued_two_node_job_resumes_from_its_checkpoint(tmp_path, slurm_clu
     assert run_cli("submit", str(matrix), "--output_dir", str(tmp_path), timeout=120, env=env).returncode == 0
     job = load_jobs(tmp_path / "requeue-nodes")["requeue-nodes-seed1"]
     run_dir = tmp_path / "requeue-nodes" / "requeue-nodes-seed1"
-    wait_until(lambda: checkpointed_epochs(run_dir) >= 2, 240, f"no checkpoint of epoch 2: {job_field(job, 'JobState')}")
-
-    subprocess.run(["scontrol", "requeue", job], check=True)
-    wait_until(lambda: job_field(job, "JobState") == "PENDING" and job_field(job, "Restarts") == "1", 120,
-               f"not requeued: {job_field(job, 'JobState')}")
+    requeue_after_epoch(job, run_dir, 2)
     subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)  # Slurm holds it ~2 min
     assert wait_for_jobs([job], timeout=300) == {job: "COMPLETED"}, job_field(job, "Reason")
 

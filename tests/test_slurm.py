@@ -16,7 +16,7 @@ from cifarbench.cluster.matrix import load_matrix
 from cifarbench.cluster.requeue import earlier_attempts, new_attempt
 from cifarbench.record import now, read_record, write_record
 from cifarbench.cluster.sbatch import load_jobs, render
-from conftest import CLI, REPO, checkpointed_epochs, job_field, last_line, run_cli, wait_for_jobs, wait_until
+from conftest import CLI, REPO, job_field, last_line, requeue_after_epoch, run_cli, wait_for_jobs, wait_until
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -202,10 +202,7 @@ def test_scontrol_requeue_preempts_the_attempt_and_a_finished_run_is_never_redon
     job = load_jobs(tmp_path / "requeue")["requeue-seed1"]
     run_dir = tmp_path / "requeue" / "requeue-seed1"
 
-    wait_until(lambda: checkpointed_epochs(run_dir) >= 3, 240, f"no checkpoint of epoch 3: {job_field(job, 'JobState')}")
-    subprocess.run(["scontrol", "requeue", job], check=True)
-    wait_until(lambda: job_field(job, "JobState") == "PENDING" and job_field(job, "Restarts") == "1", 120,
-               f"not requeued: {job_field(job, 'JobState')}")
+    requeue_after_epoch(job, run_dir, 3)
     first = read_record(run_dir / "record.json")
     assert first["status"] == "requeued" and first["attempts"][0]["outcome"] == "preempted", first["attempts"]
     subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)

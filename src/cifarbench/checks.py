@@ -37,6 +37,7 @@ def check_config(cfg: RunConfig, on_this_machine: bool = True) -> None:
 def check_values(cfg: RunConfig) -> None:
     check_fields(cfg)
     check_lr_find(cfg)
+    check_combinations(cfg)
     if cfg.model.dropout and cfg.model.name != "custom_resnet":
         raise ConfigError("model.dropout", cfg.model.dropout, f"only custom_resnet has dropout; {cfg.model.name} "
                           "trains as its paper describes it: use model.dropout=0")
@@ -61,6 +62,24 @@ def check_fields(section: object, prefix: str = "") -> None:
                 kind(value)
             except (TypeError, ValueError):
                 raise ConfigError(name, value, ALLOWED[kind.__name__]) from None
+
+
+def check_combinations(cfg: RunConfig) -> None:
+    """Combinations that fail late, or silently, on any machine: refused before any work."""
+    t, world = cfg.trainer, cfg.trainer.devices * cfg.trainer.num_nodes
+    if t.precision == "16-true" and cfg.optim.optimizer == "adam":
+        raise ConfigError("trainer.precision", t.precision, "with optim.optimizer=adam: Adam's eps (1e-8) is below "
+                          "fp16's smallest value and becomes 0, so steps divide by ~0; use 16-mixed or bf16-true, "
+                          "or optim.optimizer=sgd")
+    if t.sync_batchnorm and world == 1:
+        raise ConfigError("trainer.sync_batchnorm", t.sync_batchnorm, "one device has no other batch statistics to "
+                          "sync with; use it with devices x num_nodes > 1")
+    if cfg.data.path == "ffcv" and cfg.data.ffcv.order == "quasi_random" and world > 1:
+        raise ConfigError("data.ffcv.order", cfg.data.ffcv.order, f"FFCV's quasi-random order does not support "
+                          f"distributed training ({world} devices; it fails at the first epoch): use order=random")
+    if t.compile in ("reduce-overhead", "max-autotune") and (world > 1 or t.strategy != "auto"):
+        raise ConfigError("trainer.compile", t.compile, "has not been shown to work under DDP (CUDA graphs and "
+                          "DDP's communication hooks); with DDP use compile=default or off")
 
 
 def check_lr_find(cfg: RunConfig) -> None:

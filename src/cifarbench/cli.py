@@ -24,7 +24,8 @@ from .cluster.signals import hold_requeue_signal
 SUBMIT_OVERRIDES = ("partition", "account", "qos", "time", "cpus_per_task", "signal_seconds")  # over the matrix's slurm:
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="cifarbench", description=__doc__.splitlines()[0], exit_on_error=False)
+    parser = ArgumentParser(prog="cifarbench", description=__doc__.splitlines()[0], exit_on_error=False,
+                            allow_abbrev=False)
     subcommands = parser.add_subcommands(dest="command")
     subcommands.add_subcommand("fit", config_parser("Train one configuration and write its run record."))
     prepare = config_parser("Write the config's data set as FFCV .beton files into data.ffcv.dir.")

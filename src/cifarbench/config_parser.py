@@ -18,7 +18,8 @@ from .errors import CifarbenchError
 
 def config_parser(description: str) -> ArgumentParser:
     """A subcommand that takes the run config: ``-c FILE`` and ``--section.field value`` overrides."""
-    parser = ArgumentParser(description=description, exit_on_error=False)
+    # no abbreviations: `--optim.lr 0.1` must be refused as unknown, not taken as --optim.lr_scaling
+    parser = ArgumentParser(description=description, exit_on_error=False, allow_abbrev=False)
     parser.add_argument("-c", "--config", action=ActionConfigFile, help="YAML config file(s), later ones win")
     parser.add_class_arguments(RunConfig, nested_key=None, as_group=False)
     return parser
