@@ -1,5 +1,6 @@
 """The checks that need a GPU, in one short run: precisions, channels_last, compile, data paths, MFU and a
-time-to-accuracy run. Writes gpu-check.json and gpu-check.md into --out.
+time-to-accuracy run. Writes gpu-check.json and gpu-check.md into --out after every step (with every run's record and log under
+--out/runs), inside one time budget (--budget, default 480 s): a step that would not fit is skipped and named.
 
 On a machine without CUDA every GPU-only step is skipped with a note saying so, and the rest runs at a
 tiny size, so the script itself is tested on CPU. Each step runs on its own: one that fails is recorded
@@ -13,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -48,6 +51,8 @@ def fit_flags(run_dir: Path, run_id: str) -> list[str]:
 def run_fit(flags: list[str], run_dir: Path, run_id: str, timeout: float) -> dict[str, Any]:
     done = subprocess.run([sys.executable, "-m", "cifarbench", "fit", *flags], capture_output=True, text=True,
                           timeout=timeout)
+    (run_dir / run_id).mkdir(parents=True, exist_ok=True)  # its output beside its record (runs.tar.gz)
+    (run_dir / run_id / "fit.log").write_text(done.stdout + done.stderr)
     record_path = run_dir / run_id / "record.json"
     if not record_path.exists():
         raise RuntimeError((done.stdout + done.stderr).strip().splitlines()[-1][-400:])
@@ -66,9 +71,6 @@ KNOBS = {  # name -> (extra fit flags, needs CUDA)
     "16-mixed": (["--trainer.precision", "16-mixed"], True),
     "bf16-mixed": (["--trainer.precision", "bf16-mixed"], False),
     "bf16-mixed + channels_last": (["--trainer.precision", "bf16-mixed", "--trainer.channels_last", "true"], False),
-    "bf16-mixed + channels_last + compile max-autotune": (
-        ["--trainer.precision", "bf16-mixed", "--trainer.channels_last", "true", "--trainer.compile", "max-autotune"],
-        True),
 }
 
 
@@ -132,41 +134,108 @@ def check_time_to_accuracy(runs: Path, data: Path | None) -> dict[str, Any]:
     return {"target": TTA_TARGET, **run_fit(flags, runs, "time-to-accuracy", timeout=300)}
 
 
+# Seconds each step is expected to take (on the GPU, on this CPU): a step that would not fit in what is left of
+# the budget is skipped and named, never started and cut off. The riskiest (max-autotune) runs last.
+ESTIMATES = {"imports": (10, 10), "peak_flops": (10, 10), "knobs": (150, 60), "data_paths": (60, 40),
+             "time_to_accuracy": (200, 0), "compile_max_autotune": (120, 0)}
+MAX_AUTOTUNE = "bf16-mixed + channels_last + compile max-autotune"
+
+
+IMPORT_PROBE = """
+import importlib, json, sys
+out = {}
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+        out[name] = "ok"
+    except Exception as err:  # an install problem: named, and the next module is still tried
+        out[name] = f"{type(err).__name__}: {err}"[:300]
+print(json.dumps(out))
+"""
+
+
+def check_imports(_: Path) -> dict[str, Any]:
+    """Every module cifarbench loads, imported in a fresh process: an install problem shows here, first."""
+    modules = ["cifarbench.train.run", "cifarbench.data.albumentations_path", "cifarbench.data.device_path",
+               "cifarbench.data.ffcv_path", "cifarbench.cli", "albumentations", "jsonargparse", "wandb", "lightning",
+               "torchmetrics"]
+    done = subprocess.run([sys.executable, "-c", IMPORT_PROBE, *modules], capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr.strip().splitlines()[-1][-400:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def check_max_autotune(runs: Path) -> dict[str, Any]:
+    if not CUDA:
+        return {"skipped": "needs a CUDA GPU (refused on CPU before any work)"}
+    flags = ["--trainer.precision", "bf16-mixed", "--trainer.channels_last", "true", "--trainer.compile", "max-autotune"]
+    return run_fit(fit_flags(runs, "max-autotune") + flags, runs, "max-autotune", timeout=ESTIMATES["compile_max_autotune"][0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--data", type=Path, default=None, help="CIFAR-10 as a folder or .tar.gz (time-to-accuracy)")
+    parser.add_argument("--budget", type=float, default=480.0, help="seconds for the whole check (default 480)")
     args = parser.parse_args()
-    env = collect_environment()
-    result: dict[str, Any] = {"cuda": CUDA, "sizes": {"width": WIDTH, "batch": BATCH, "train_images": TRAIN_IMAGES,
-                                                      "epochs": EPOCHS}, "environment": env, "steps": {}}
-    steps: dict[str, Callable[[Path], dict[str, Any]]] = {
-        "peak_flops": check_peaks, "knobs": check_knobs, "data_paths": check_data_paths,
-        "time_to_accuracy": lambda runs: check_time_to_accuracy(runs, args.data)}
-    with tempfile.TemporaryDirectory() as runs:
-        for name, step in steps.items():
-            start = time.perf_counter()
-            try:
-                result["steps"][name] = step(Path(runs))
-            except Exception as err:
-                result["steps"][name] = {"error": f"{type(err).__name__}: {err}"}
-            result["steps"][name + "_seconds"] = round(time.perf_counter() - start, 1)
-            print(f"{name}: done in {result['steps'][name + '_seconds']} s", flush=True)
+    began = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "gpu-check.json", json.dumps(result, indent=2, default=str) + "\n")
-    atomic_write_text(args.out / "gpu-check.md", markdown(result))
+    # every run's record and log, packed into OUT/runs.tar.gz after each step: the GPU machine returns 8 files
+    runs = Path(tempfile.mkdtemp(prefix="gpu-check-runs-"))
+    result: dict[str, Any] = {"cuda": CUDA, "budget_seconds": args.budget, "finished": False,
+                              "sizes": {"width": WIDTH, "batch": BATCH, "train_images": TRAIN_IMAGES, "epochs": EPOCHS},
+                              "environment": None, "steps": {}, "skipped": {}}
+    steps: dict[str, Callable[[Path], dict[str, Any]]] = {
+        "imports": check_imports, "peak_flops": check_peaks, "knobs": check_knobs, "data_paths": check_data_paths,
+        "time_to_accuracy": lambda out: check_time_to_accuracy(out, args.data),
+        "compile_max_autotune": check_max_autotune}
+    for name, step in steps.items():
+        left = args.budget - (time.perf_counter() - began)
+        needed = ESTIMATES[name][0 if CUDA else 1]
+        if needed > left:
+            result["skipped"][name] = f"needs ~{needed} s, {left:.0f} s of the {args.budget:.0f} s budget left"
+            print(f"{name}: skipped ({result['skipped'][name]})", flush=True)
+            continue
+        start = time.perf_counter()
+        try:
+            result["steps"][name] = step(runs)
+        except Exception as err:  # recorded; the next step still runs
+            result["steps"][name] = {"error": f"{type(err).__name__}: {err}"}
+        result["steps"][name + "_seconds"] = round(time.perf_counter() - start, 1)
+        if name == "imports":
+            print(json.dumps(result["steps"]["imports"], indent=1), flush=True)
+            result["environment"] = collect_environment()
+        save(args.out, result, runs)  # after every step: a check cut off later keeps what it has
+        print(f"{name}: done in {result['steps'][name + '_seconds']} s", flush=True)
+    result |= {"finished": True, "elapsed_seconds": round(time.perf_counter() - began, 1)}
+    save(args.out, result, runs)
     print(markdown(result))
 
 
+def save(out: Path, result: dict[str, Any], runs: Path) -> None:
+    """The summary (JSON, Markdown) and the runs so far, each file replaced whole (a kill leaves the last ones)."""
+    atomic_write_text(out / "gpu-check.json", json.dumps(result, indent=2, default=str) + "\n")
+    atomic_write_text(out / "gpu-check.md", markdown(result))
+    partial = out / ".runs.tar.gz.partial"
+    with tarfile.open(partial, "w:gz") as tar:  # records, configs, metrics and logs; no plots or checkpoints
+        tar.add(runs, arcname="runs", filter=lambda member: None if member.name.endswith((".png", ".ckpt")) else member)
+    os.replace(partial, out / "runs.tar.gz")
+
+
 def markdown(result: dict[str, Any]) -> str:
-    env = result["environment"]
+    env = result["environment"] or {"cpu": {"model": "?", "logical_cores": "?"}}
     gpu = (env.get("gpu") or {}).get("names", ["none"])[0]
+    state = "finished" if result["finished"] else "partial: cut off before its end"
     lines = [f"# gpu-check on {gpu} ({env['cpu']['model']}, {env['cpu']['logical_cores']} cores)", "",
-             f"CUDA: {result['cuda']}; sizes: {result['sizes']}", "", "| step | item | result |", "|---|---|---|"]
-    for step in ("peak_flops", "knobs", "data_paths"):
+             f"CUDA: {result['cuda']}; sizes: {result['sizes']}; budget {result['budget_seconds']:.0f} s; {state}", "",
+             "| step | item | result |", "|---|---|---|"]
+    for step in ("imports", "peak_flops", "knobs", "data_paths"):
         for item, value in result["steps"].get(step, {}).items():
             lines.append(f"| {step} | {item} | {_cell(value)} |")
-    lines.append(f"| time_to_accuracy | run | {_cell(result['steps'].get('time_to_accuracy', {}))} |")
+    for step in ("time_to_accuracy", "compile_max_autotune"):
+        if step in result["steps"]:
+            lines.append(f"| {step} | run | {_cell(result['steps'][step])} |")
+    lines += [f"| {step} | skipped | {why} |" for step, why in result["skipped"].items()]
     return "\n".join(lines) + "\n"
 
 

@@ -98,7 +98,7 @@ def test_a_training_task_killed_on_one_node_fails_the_job_within_the_ddp_timeout
 def test_a_requeued_two_node_job_resumes_from_its_checkpoint(tmp_path, slurm_cluster):
     """`scontrol requeue` of the two-node job mid-training: both ranks stop at their next step, and the restarted
     job (on whichever nodes Slurm gives it) resumes both from checkpoints/last.ckpt and trains to the end."""
-    matrix = two_node_matrix(tmp_path, "requeue-nodes", trainer={"epochs": 12, "checkpoint": True},
+    matrix = two_node_matrix(tmp_path, "requeue-nodes", trainer={"epochs": 8, "checkpoint": True},
                              output={"wandb": "disabled"})
     env = {"SLURM_CONF": slurm_cluster}
     assert run_cli("submit", str(matrix), "--output_dir", str(tmp_path), timeout=120, env=env).returncode == 0
@@ -112,5 +112,5 @@ def test_a_requeued_two_node_job_resumes_from_its_checkpoint(tmp_path, slurm_clu
     assert record["status"] in ("completed", "not-reached") and record["restarts"] == 1, record["error"]
     assert [a["outcome"] for a in record["attempts"]][0] == "preempted"
     assert record["attempts"][1]["resumed_from"] == "last.ckpt"
-    assert record["accuracy"]["epochs_completed"] == 12 and [p["epoch"] for p in record["curve"]][-1] == 12
+    assert record["accuracy"]["epochs_completed"] == 8 and [p["epoch"] for p in record["curve"]][-1] == 8
     assert record["environment"]["hostnames"] == ["node1", "node2"]
