@@ -11,8 +11,9 @@ from cifarbench.errors import ConfigError
 from cifarbench.report.aggregate import summarise
 from cifarbench.report.collect import collect
 from cifarbench.report.tables import display_table
-from cifarbench.train.run import at_scale, fit
-from conftest import REPO, tiny_config
+from cifarbench.record import read_record
+from cifarbench.train.run import at_scale
+from conftest import REPO, run_cli, tiny_config
 from test_report_aggregate import record
 
 
@@ -50,10 +51,14 @@ def test_a_strong_batch_that_does_not_split_evenly_is_refused(tmp_path):
 
 
 def test_a_two_process_strong_scaling_run_trains_half_the_batch_per_rank(tmp_path):
-    cfg = tiny_config(tmp_path, trainer={"devices": 2, "strategy": "ddp", "epochs": 1},
-                      data={"batch_size": 200, "batch_scaling": "strong", "path": "device"},
-                      optim={"lr_scaling": "linear"})
-    _, rec = fit(cfg)
+    """Through the CLI, as DDP's launcher re-runs the command line for rank 1 (in-process it would re-run pytest)."""
+    result = run_cli("fit", "-c", "bench/configs/smoke.yaml", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+                     "--trainer.epochs", "1", "--data.path", "device", "--data.num_workers", "0",
+                     "--data.synthetic_train_size", "1200", "--data.val_size", "200", "--data.synthetic_test_size", "200",
+                     "--data.batch_size", "200", "--data.batch_scaling", "strong", "--optim.lr_scaling", "linear",
+                     "--output.wandb", "disabled", "--output.dir", str(tmp_path), "--output.run_id", "strong", timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:]
+    rec = read_record(tmp_path / "strong" / "record.json")
     assert rec["status"] in ("completed", "not-reached"), rec["error"]
     assert rec["scaling"]["device_batch"] == 100 and rec["scaling"]["global_batch"] == 200
     assert rec["config"]["data"]["batch_size"] == 200  # the record keeps the config as given

@@ -151,12 +151,12 @@ def execute(command: str, args) -> tuple[Optional[str], int]:
 
         path, _ = profile_data(cfg, args.steps, args.warmup, args.sweep_workers, args.sweep_batch_sizes)
         return str(path), 0
-    from lightning.fabric.utilities.rank_zero import _get_rank
+    from lightning.pytorch.utilities import rank_zero_only
 
     from .train.run import fit
 
     path, record = fit(cfg)
-    if _get_rank() not in (None, 0):  # a DDP worker: rank 0 reports
+    if rank_zero_only.rank != 0:  # a DDP worker (Lightning's rank from the launcher's variables): rank 0 reports
         return None, 0
     if record["status"] == "failed":
         print(f"cifarbench: run failed: {record['error']}", file=sys.stderr)

@@ -9,11 +9,15 @@ import threading
 import time
 from typing import Any, Callable
 
-from lightning.fabric.utilities.distributed import _set_num_threads_if_needed
 from lightning.pytorch.strategies import DDPStrategy
-from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 from ..record import exit_description
+
+try:  # private in Lightning (2.6 here and on the GPU machine): without them, DDP runs with Lightning's own observer
+    from lightning.fabric.utilities.distributed import _set_num_threads_if_needed
+    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+except ImportError:  # pragma: no cover - another Lightning release
+    _SubprocessScriptLauncher = None
 
 
 class RankWatchdog:
@@ -49,7 +53,12 @@ class RankWatchdog:
             time.sleep(self.interval)
 
 
-class WatchedLauncher(_SubprocessScriptLauncher):
+def watchdog_supported() -> bool:
+    """Whether this Lightning has the launcher the watchdog extends (``build_strategy`` falls back if not)."""
+    return _SubprocessScriptLauncher is not None and hasattr(_SubprocessScriptLauncher, "_call_children_scripts")
+
+
+class WatchedLauncher(_SubprocessScriptLauncher or object):
     """Lightning's launcher for ``strategy="ddp"`` on one machine, with a RankWatchdog in place of its observer."""
 
     def __init__(self, watchdog: RankWatchdog, *args: Any):

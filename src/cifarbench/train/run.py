@@ -15,8 +15,7 @@ from typing import Any, Optional
 import lightning as L
 import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
-from lightning.fabric.utilities.rank_zero import _get_rank
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from rich.console import Console
@@ -68,7 +67,7 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
         found_lr = lr_find(cfg, run_dir / "lr_find")
         cfg = replace(cfg, optim=replace(cfg.optim, max_lr=found_lr["suggestion"]),
                       lr_find=replace(cfg.lr_find, enabled=False))
-    is_zero = _get_rank() in (None, 0)
+    is_zero = rank_zero_only.rank == 0
     resumed_from, lightning_finds_it = resolve_resume(run_dir, run_id)
     first_started, attempts = earlier_attempts(run_dir, run_id, resumed_from is not None) if is_zero else (None, [])
     started = first_started or now()
@@ -213,7 +212,7 @@ def launched_by_rank_zero() -> bool:
     """A DDP worker that our rank 0 started (strategy ddp on one machine), and so inherited the decisions rank 0
     handed over in RUN_ID_VARIABLE and RESUME_VARIABLE. Not srun's tasks (started by Slurm, all at once), and
     not a rank-0 or lone process, which decide for themselves whatever a parent left in their environment."""
-    return _get_rank() not in (None, 0) and not SLURMEnvironment.detect()
+    return rank_zero_only.rank != 0 and not SLURMEnvironment.detect()
 
 
 def resolve_resume(run_dir: Path, run_id: str) -> tuple[Optional[Path], bool]:

@@ -15,7 +15,7 @@ from lightning.pytorch.plugins import TorchCheckpointIO
 from lightning.pytorch.strategies import DDPStrategy
 
 from ..config import TrainerConfig
-from ..cluster.watchdog import RankWatchdog, WatchedDDPStrategy
+from ..cluster.watchdog import RankWatchdog, WatchedDDPStrategy, watchdog_supported
 from ..record import atomic_write
 
 
@@ -41,7 +41,7 @@ def build_strategy(t: TrainerConfig, watchdog: Optional[RankWatchdog] = None) ->
                   timeout=timedelta(seconds=t.ddp.timeout_seconds),
                   gradient_as_bucket_view=t.ddp.gradient_as_bucket_view, static_graph=t.ddp.static_graph,
                   bucket_cap_mb=t.ddp.bucket_cap_mb, find_unused_parameters=t.ddp.find_unused_parameters)
-    return WatchedDDPStrategy(watchdog, **kwargs) if watchdog else DDPStrategy(**kwargs)
+    return WatchedDDPStrategy(watchdog, **kwargs) if watchdog and watchdog_supported() else DDPStrategy(**kwargs)
 
 
 def build_trainer(t: TrainerConfig, run_dir: Path, callbacks: list, loggers: list[Logger],
