@@ -81,7 +81,7 @@ def test_run_executes_each_run_once_and_resumes(tmp_path):
     assert read_record(results / "tiny-cpu-pathdevice-seed2" / "record.json")["status"] in ("completed", "not-reached")
 
 
-@pytest.mark.parametrize("name, runs", [("scaling", 12), ("precision-compile", 18), ("data-paths", 5)])
+@pytest.mark.parametrize("name, runs", [("scaling", 24), ("precision-compile", 18), ("data-paths", 5)])
 def test_shipped_gpu_matrices_expand_and_are_refused_on_this_cpu(name, runs):
     matrix = load_matrix(REPO / f"bench/matrices/{name}.yaml")
     assert len(matrix.runs) == runs and len({r.run_id for r in matrix.runs}) == runs
