@@ -162,7 +162,10 @@ def check_imports(_: Path) -> dict[str, Any]:
     done = subprocess.run([sys.executable, "-c", IMPORT_PROBE, *modules], capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         raise RuntimeError(done.stderr.strip().splitlines()[-1][-400:])
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    if found["wandb"] != "ok":  # imported only when a run logs to W&B; every run here has output.wandb=disabled
+        found["wandb"] = f"optional, not importable ({found['wandb']}): the check's runs do not log to W&B"
+    return found
 
 
 def check_max_autotune(runs: Path) -> dict[str, Any]:

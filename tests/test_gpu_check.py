@@ -18,6 +18,7 @@ def test_gpu_check_runs_on_cpu_and_says_what_it_skipped(tmp_path):
     steps = result["steps"]
     assert result["cuda"] is False and result["finished"] and result["environment"]["cpu"]["logical_cores"] >= 1
     assert set(steps["imports"].values()) == {"ok"} and done.stdout.lstrip().startswith("{")  # printed first
+    assert (REPO / "scripts/gpu-wheels.lock").read_text().count("==") >= 10  # what the GPU machine gets, pinned
     knobs = steps["knobs"]
     assert "needs a CUDA GPU" in knobs["16-mixed"]["skipped"]
     for name in ("32-true", "bf16-mixed", "bf16-mixed + channels_last"):
