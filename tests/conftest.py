@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+if os.environ.get("LOCAL_RANK", "0") != "0":
+    # Lightning's DDP launcher starts ranks > 0 by re-running the command line: here, pytest's, which would run a
+    # second whole suite beside this one. A DDP fit in a test goes through the CLI (run_cli) instead.
+    pytest.exit("a DDP worker re-ran pytest: run DDP fits in tests through run_cli", returncode=3)
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("WANDB_SILENT", "true")
 
