@@ -1,6 +1,6 @@
 """The checks that need a GPU, in one short run: precisions, channels_last, compile, data paths, MFU and a
-time-to-accuracy run. Writes gpu-check.json and gpu-check.md into --out after every step (with every run's record and log under
---out/runs), inside one time budget (--budget, default 480 s): a step that would not fit is skipped and named.
+time-to-accuracy run. Writes gpu-check.json, gpu-check.md and runs.tar.gz (every run's record and log) into --out
+after every step, inside one time budget (--budget, default 480 s): a step that would not fit is skipped and named.
 
 On a machine without CUDA every GPU-only step is skipped with a note saying so, and the rest runs at a
 tiny size, so the script itself is tested on CPU. Each step runs on its own: one that fails is recorded
@@ -138,7 +138,6 @@ def check_time_to_accuracy(runs: Path, data: Path | None) -> dict[str, Any]:
 # the budget is skipped and named, never started and cut off. The riskiest (max-autotune) runs last.
 ESTIMATES = {"imports": (10, 10), "peak_flops": (10, 10), "knobs": (150, 60), "data_paths": (60, 40),
              "time_to_accuracy": (200, 0), "compile_max_autotune": (120, 0)}
-MAX_AUTOTUNE = "bf16-mixed + channels_last + compile max-autotune"
 
 
 IMPORT_PROBE = """

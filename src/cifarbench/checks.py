@@ -66,7 +66,7 @@ def check_fields(section: object, prefix: str = "") -> None:
 
 def check_combinations(cfg: RunConfig) -> None:
     """Combinations that fail late, or silently, on any machine: refused before any work."""
-    t, world = cfg.trainer, cfg.trainer.devices * cfg.trainer.num_nodes
+    t, world = cfg.trainer, cfg.trainer.world_size()
     if t.precision == "16-true" and cfg.optim.optimizer == "adam":
         raise ConfigError("trainer.precision", t.precision, "with optim.optimizer=adam: Adam's eps (1e-8) is below "
                           "fp16's smallest value and becomes 0, so steps divide by ~0; use 16-mixed or bf16-true, "
@@ -86,7 +86,7 @@ def check_lr_find(cfg: RunConfig) -> None:
     f = cfg.lr_find
     if not f.max_lr > f.min_lr:
         raise ConfigError("lr_find.max_lr", f.max_lr, f"must be greater than lr_find.min_lr ({f.min_lr})")
-    if f.enabled and cfg.trainer.devices * cfg.trainer.num_nodes > 1:
+    if f.enabled and cfg.trainer.world_size() > 1:
         raise ConfigError("lr_find.enabled", f.enabled, "only for 1-device runs: run `cifarbench lr-find` first and "
                           "add its lr_find.yaml with -c")
 
@@ -153,7 +153,7 @@ def check_data(cfg: RunConfig) -> None:
     if d.train_images() <= 0:  # only the seed protocol holds images out
         raise ConfigError("data.val_size", d.val_size, f"must be smaller than the {d.train_images() + d.val_size} "
                           "training images")
-    world = cfg.trainer.devices * cfg.trainer.num_nodes
+    world = cfg.trainer.world_size()
     if d.batch_scaling == "strong" and d.batch_size % world:
         raise ConfigError("data.batch_size", d.batch_size, f"strong scaling splits this global batch over the {world} "
                           f"devices: use a multiple of {world}")

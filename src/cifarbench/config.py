@@ -175,6 +175,10 @@ class TrainerConfig:
     checkpoint: bool = True  # keep checkpoints/last.ckpt
     checkpoint_every_n_epochs: PositiveInt = 1  # write it every N epochs (and at the last); each write is timed, off the steady clock
 
+    def world_size(self) -> int:
+        """Training processes of the job: devices per node x nodes."""
+        return self.devices * self.num_nodes
+
 
 @dataclass
 class MeasureConfig:

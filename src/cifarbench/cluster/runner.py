@@ -39,10 +39,10 @@ def status_line(results_dir: Path, run_id: str) -> str:
     record = run_record(results_dir, run_id)
     if record is None:
         return "-"
-    where = " ".join(part for part in (
-        f"rank {record['failed_rank']}" if record.get("failed_rank") is not None else "",
-        f"on {record['failed_node']}" if record.get("failed_node") else "") if part)
-    return f"{record['status']}: {where}" if record["status"] == "failed" and where else str(record["status"])
+    if record["status"] != "failed" or record.get("failed_rank") is None:
+        return str(record["status"])
+    node = f" on {record['failed_node']}" if record.get("failed_node") else ""
+    return f"failed: rank {record['failed_rank']}{node}"
 
 
 def write_run_config(results_dir: Path, run: MatrixRun) -> Path:

@@ -252,7 +252,7 @@ def at_scale(cfg: RunConfig) -> tuple[RunConfig, dict[str, Any]]:
     """(the config each process trains with, the record's ``scaling``): each device's batch from data.batch_size
     and data.batch_scaling, and max_lr for the job's global batch by optim.lr_scaling, so that runs over
     different device counts say, and compare, like with like. The record keeps the config as given."""
-    world = cfg.trainer.devices * cfg.trainer.num_nodes
+    world = cfg.trainer.world_size()
     device_batch = cfg.data.device_batch(world)
     multiplier = cfg.optim.lr_multiplier(device_batch * world, cfg.data.batch_size)
     trained = replace(cfg, data=replace(cfg.data, batch_size=device_batch, batch_scaling="weak"),
@@ -263,13 +263,13 @@ def at_scale(cfg: RunConfig) -> tuple[RunConfig, dict[str, Any]]:
 
 
 def train_steps_per_epoch(cfg: RunConfig) -> int:
-    world = cfg.trainer.devices * cfg.trainer.num_nodes
+    world = cfg.trainer.world_size()
     return max(cfg.data.train_images() // world // cfg.data.batch_size, 1)
 
 
 def eval_batch_sizes(cfg: RunConfig) -> list[int]:
     """Batch sizes a rank's validation runs: full batches and the last, shorter one (shapes torch.compile sees)."""
-    world = cfg.trainer.devices * cfg.trainer.num_nodes
+    world = cfg.trainer.world_size()
     per_rank = max(-(-cfg.data.val_images() // world), 1)
     return [min(cfg.data.batch_size, per_rank), per_rank % cfg.data.batch_size or cfg.data.batch_size]
 
