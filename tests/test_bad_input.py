@@ -86,6 +86,10 @@ FIT_CASES = [
      "data.ffcv.order='quasi_random': FFCV's quasi-random order does not support distributed training"),
     (["--trainer.compile", "reduce-overhead", "--trainer.devices", "2", "--trainer.strategy", "ddp"],
      "trainer.compile='reduce-overhead': has not been shown to work under DDP"),
+    (["--data.batch_scaling", "strong", "--data.batch_size", "101", "--trainer.devices", "2", "--trainer.strategy", "ddp"],
+     "data.batch_size=101: strong scaling splits this global batch over the 2 devices: use a multiple of 2"),
+    (["--data.batch_scaling", "even"], "data.batch_scaling='even': expected one of weak, strong"),
+    (["--optim.lr_scaling", "cubic"], "optim.lr_scaling='cubic': expected one of none, linear, sqrt"),
     (["--trainer.devices", "512"], "trainer.devices=512: this node has"),
     (["--trainer.num_nodes", "2"], "trainer.num_nodes=2: several nodes need a cluster launcher"),
     # missing data, unwritable output, unsafe names

@@ -42,6 +42,15 @@ def _cmdline(pid: str) -> bytes:
         return b""
 
 
+def test_a_bad_node_count_is_one_line_before_anything_is_made(tmp_path):
+    for bad in ("0", "two", "12"):
+        started = subprocess.run(["bash", str(REPO / "scripts/slurm-start.sh"), "--nodes", bad, str(tmp_path / "state")],
+                                 capture_output=True, text=True, timeout=60)
+        assert started.returncode == 2 and started.stdout == "", started
+        assert started.stderr == f"slurm-start: --nodes='{bad}': allowed: a whole number from 1 to 9\n"
+        assert not (tmp_path / "state").exists()
+
+
 def test_the_local_cluster_has_two_nodes_with_their_own_names_and_addresses(slurm_cluster):
     nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True, text=True).stdout.split("\n")
     assert sorted(n for n in nodes if n) == ["node1 idle", "node2 idle"]
