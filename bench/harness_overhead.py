@@ -27,6 +27,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -43,19 +44,20 @@ VARIANTS = {"fp32": {"precision": "32-true", "channels_last": False},
             "bf16-mixed + channels_last": {"precision": "bf16-mixed", "channels_last": True}}
 
 
-def base_config(out_dir: Path, epochs: int, accelerator: str) -> RunConfig:
+def base_config(out_dir: Path, epochs: int, accelerator: str, steps_per_epoch: int = 80,
+                wandb: str = "offline") -> RunConfig:
     """~80 steps per epoch (a full CIFAR-10 epoch at batch 512 has 97): per-epoch costs weigh as in real runs.
     On CUDA the full-width network at batch 512 (a step of a few ms, where waits would show); on a CPU a
-    quarter-width one at batch 128 (~50 ms a step)."""
+    quarter-width one at batch 128 (~50 ms a step). ``wandb: disabled`` where W&B is not installed (the GPU image)."""
     cuda = accelerator == "cuda"
     batch = 512 if cuda else 128
     return RunConfig(
         model=ModelConfig(width=64 if cuda else 16),
-        data=DataConfig(source="synthetic", path="device", synthetic_train_size=80 * batch + 256, synthetic_test_size=256,
-                        val_size=256, batch_size=batch, num_workers=0),
+        data=DataConfig(source="synthetic", path="device", synthetic_train_size=steps_per_epoch * batch + 256,
+                        synthetic_test_size=256, val_size=256, batch_size=batch, num_workers=0),
         trainer=TrainerConfig(accelerator=accelerator, epochs=epochs, checkpoint=False),
         measure=MeasureConfig(target_accuracy=1.0, warmup_steps=5),
-        output=OutputConfig(dir=str(out_dir), wandb="offline"), test=False)
+        output=OutputConfig(dir=str(out_dir), wandb=wandb), test=False)
 
 
 def hand_loop(cfg: RunConfig) -> float:
@@ -127,6 +129,26 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
+def compare_arms(cfg: RunConfig, reps: int, slug: str, label: str, settle_seconds: float = 3.0) -> dict[str, Any]:
+    """``reps`` rounds of (a), (b), (c) on ``cfg``, the order rotated each round; each ratio's median, min, max."""
+    bare = replace(cfg, measure=replace(cfg.measure, per_step=False))
+    arms = {"hand_loop": lambda rep: hand_loop(cfg),
+            "fit_measured": lambda rep: harness(cfg, f"{slug}-measured-{rep}"),
+            "fit_unmeasured": lambda rep: harness(bare, f"{slug}-bare-{rep}")}
+    pairs = []
+    for rep in range(reps):
+        rate = {}
+        for arm in rotated(list(arms), rep):  # each arm first, second and third in turn: no order bias
+            settle_machine(settle_seconds)
+            rate[arm] = arms[arm](rep)
+        a, b, c = rate["hand_loop"], rate["fit_measured"], rate["fit_unmeasured"]
+        pairs.append({**rate, "order": rotated(list(arms), rep), "b_over_a": b / a, "c_over_a": c / a, "b_over_c": b / c})
+        print(f"{label} rep {rep}: (a) hand loop {a:,.0f} img/s, (b) fit {b:,.0f}, (c) fit without per-step "
+              f"measurement {c:,.0f}; b/a {b / a:.3f}, c/a {c / a:.3f}, b/c {b / c:.3f}", flush=True)
+    rates = [key for key in pairs[0] if key != "order"]
+    return {"pairs": pairs, **{key: spread([p[key] for p in pairs]) for key in rates}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -142,24 +164,7 @@ def main() -> None:
         for name, knobs in VARIANTS.items():
             cfg = base_config(Path(runs), args.epochs, args.accelerator)
             cfg = replace(cfg, trainer=replace(cfg.trainer, **knobs))
-            bare = replace(cfg, measure=replace(cfg.measure, per_step=False))
-            slug = name.replace(" ", "").replace("+", "-")
-            arms = {"hand_loop": lambda rep: hand_loop(cfg),
-                    "fit_measured": lambda rep: harness(cfg, f"{slug}-measured-{rep}"),
-                    "fit_unmeasured": lambda rep: harness(bare, f"{slug}-bare-{rep}")}
-            pairs = []
-            for rep in range(args.reps):
-                rate = {}
-                for name_ in rotated(list(arms), rep):  # each arm first, second and third in turn: no order bias
-                    settle_machine()
-                    rate[name_] = arms[name_](rep)
-                a, b, c = rate["hand_loop"], rate["fit_measured"], rate["fit_unmeasured"]
-                pairs.append({**rate, "order": rotated(list(arms), rep), "b_over_a": b / a, "c_over_a": c / a,
-                              "b_over_c": b / c})
-                print(f"{name} rep {rep}: (a) hand loop {a:,.0f} img/s, (b) fit {b:,.0f}, (c) fit without per-step "
-                      f"measurement {c:,.0f}; b/a {b / a:.3f}, c/a {c / a:.3f}, b/c {b / c:.3f}", flush=True)
-            rates = [key for key in pairs[0] if key != "order"]
-            results[name] = {"pairs": pairs, **{key: spread([p[key] for p in pairs]) for key in rates}}
+            results[name] = compare_arms(cfg, args.reps, slug=name.replace(" ", "").replace("+", "-"), label=name)
     cfg = base_config(Path("."), args.epochs, args.accelerator)
     out = {"benchmark": "harness_overhead", "goal": "b/a >= 0.97 (median over rounds)", "reps": args.reps,
            "epochs": args.epochs, "accelerator": args.accelerator, "model_width": cfg.model.width,

@@ -6,7 +6,7 @@
 #
 # Here: uses .venv (make setup). On the lent GPU machine (no network, only the working tree travels):
 # its python3 already has torch, Lightning, torchmetrics, rich, pandas and matplotlib; the rest comes as
-# wheels from .whl/ (made here by scripts/gpu-wheels.sh and carried), installed into /tmp, and cifarbench
+# wheels from .whl/ (made here by scripts/gpu-wheels.sh and carried), installed into a folder in /tmp, and cifarbench
 # runs from src/. A CIFAR-10 copy in .gpu-data/ (carried too) enables the time-to-accuracy run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,8 +16,9 @@ if [ -x .venv/bin/python ]; then
 else
     py=python3
     if compgen -G ".whl/*.whl" >/dev/null; then
-        $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/cifarbench-site .whl/*.whl
-        export PYTHONPATH=/tmp/cifarbench-site
+        site=$(mktemp -d /tmp/cifarbench-site.XXXXXX)
+        $py -m pip install -q --no-index --no-deps --no-cache-dir --target "$site" .whl/*.whl
+        export PYTHONPATH=$site
     fi
     export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 fi

@@ -1,42 +1,99 @@
-"""scripts/gpu-check.sh on this CPU: the GPU-only parts are skipped with a note, the rest really runs; a check
-killed half-way keeps a valid summary of the steps it finished; the budget skips, and names, what would not fit."""
+"""scripts/gpu-check.sh on this CPU. The GPU machine's way in: a clean venv standing in for its image, the carried
+wheels of scripts/gpu-wheels.lock and cifarbench from the tree, no .venv; there every step runs, the GPU-only items
+skipped with their reason. A check killed half-way keeps a valid summary of the steps it finished; a small budget
+skips, and names, what would not fit."""
 
 import json
 import os
 import signal
 import subprocess
+import sys
 import tarfile
 
 from conftest import REPO, wait_until
 
+CIFAR10 = REPO.parent / "shared/data/cifar10-jpeg.tar.gz"
 
-def test_gpu_check_runs_on_cpu_and_says_what_it_skipped(tmp_path):
-    done = subprocess.run(["bash", str(REPO / "scripts/gpu-check.sh"), str(tmp_path)], capture_output=True, text=True,
-                          timeout=600, cwd=REPO)
+
+def carried_tree(tmp_path):
+    """What travels to the GPU machine: the working tree's files that git does not ignore (no .venv), with the
+    locked wheels for this machine's Python and the CIFAR-10 copy added by scripts/gpu-wheels.sh."""
+    tree = tmp_path / "tree"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
+                           check=True).stdout.split(b"\0")
+    for name in filter(None, (f.decode() for f in files)):
+        if (REPO / name).is_file():
+            (tree / name).parent.mkdir(parents=True, exist_ok=True)
+            (tree / name).write_bytes((REPO / name).read_bytes())
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    done = subprocess.run(["bash", "scripts/gpu-wheels.sh"], cwd=tree, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "GPU_PYTHON": version, "CIFAR10": str(CIFAR10)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    locked = [line for line in (REPO / "scripts/gpu-wheels.lock").read_text().splitlines() if "==" in line]
+    assert len(list((tree / ".whl").glob("*.whl"))) == len(locked) >= 12
+    return tree
+
+
+def image_venv(tmp_path):
+    """A clean venv holding what the GPU image holds (tests/gpu-image.txt), nothing of cifarbench's own."""
+    venv = tmp_path / "image"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    done = subprocess.run([str(venv / "bin/python"), "-m", "pip", "install", "-q", "-r",
+                           str(REPO / "tests/gpu-image.txt")], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return venv
+
+
+def test_the_gpu_machine_install_runs_every_step_from_a_clean_venv(tmp_path):
+    tree, venv, out = carried_tree(tmp_path), image_venv(tmp_path), tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PATH"] = f"{venv / 'bin'}:{env['PATH']}"  # its python3 is "the image's"
+    done = subprocess.run(["bash", "scripts/gpu-check.sh", str(out)], cwd=tree, env=env, capture_output=True,
+                          text=True, timeout=900)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    result = json.loads((tmp_path / "gpu-check.json").read_text())
+    result = json.loads((out / "gpu-check.json").read_text())
     steps = result["steps"]
-    assert result["cuda"] is False and result["finished"] and result["environment"]["cpu"]["logical_cores"] >= 1
-    assert set(steps["imports"].values()) == {"ok"} and done.stdout.lstrip().startswith("{")  # printed first
-    assert (REPO / "scripts/gpu-wheels.lock").read_text().count("==") >= 10  # what the GPU machine gets, pinned
-    knobs = steps["knobs"]
-    assert "needs a CUDA GPU" in knobs["16-mixed"]["skipped"]
-    for name in ("32-true", "bf16-mixed", "bf16-mixed + channels_last"):
-        assert knobs[name]["images_per_sec"] > 0 and knobs[name]["status"] in ("completed", "not-reached"), knobs[name]
-        assert knobs[name]["mfu"] > 0 and knobs[name]["peak_flops_source"].startswith("cpu matmul probe")
-    for name, measured in steps["data_paths"].items():
-        assert measured.get("images_per_sec", 0) > 0 or "skipped" in measured, (name, measured)
-    assert steps["data_paths"]["device"]["images_per_sec"] > 0
-    assert "needs a GPU" in steps["time_to_accuracy"]["skipped"]
-    assert "needs a CUDA GPU" in steps["compile_max_autotune"]["skipped"]
+    assert result["cuda"] is False and result["finished"] and result["skipped"] == {}
+    assert result["elapsed_seconds"] <= result["budget_seconds"]
+
+    imports = steps["imports"]  # printed before anything else; only wandb (not on the image) may be missing
+    assert done.stdout.lstrip().startswith("{") and imports.pop("wandb").startswith("optional, not importable")
+    assert set(imports.values()) == {"ok"}, imports
     assert steps["peak_flops"]["bf16-mixed"]["flops"] > 0
-    assert result["elapsed_seconds"] <= result["budget_seconds"] and result["skipped"] == {}
-    summary = (tmp_path / "gpu-check.md").read_text()
-    assert summary.startswith("# gpu-check on none") and "16-mixed | skipped: needs a CUDA GPU" in summary
-    with tarfile.open(tmp_path / "runs.tar.gz") as tar:  # every fit's record and log came back with the summary
+
+    precision = steps["precision"]
+    assert "fp16 autocast needs a CUDA GPU" in precision["16-mixed"]["skipped"]  # the CLI's own refusal
+    assert "needs a CUDA GPU" in precision["fp32 TF32 + channels_last"]["skipped"]
+    for name in ("fp32 strict", "bf16-mixed", "bf16-true"):
+        for item in (name, name + " + channels_last"):
+            run = precision[item]
+            assert run["status"] == "not-reached" and run["images_per_sec"] > 0 and run["mfu"] > 0, (item, run)
+            assert run["untimed_warmup_seconds"] > 0 and run["peak_flops_source"].startswith("cpu matmul probe")
+
+    paths = steps["data_paths"]
+    assert paths["fit, device"]["images_per_sec"] > 0 and paths["fit, albumentations (1 workers)"]["images_per_sec"] > 0
+    assert "ffcv is not installed" in paths["fit, ffcv (1 workers)"]["skipped"]  # not on the image either
+    profile = paths["profile-data, albumentations (1 workers)"]
+    assert profile["loader_images_per_sec"] > 0 and profile["verdict"].startswith(("compute-bound", "data-bound"))
+
+    ddp = steps["ddp"]["ddp, devices 1"]
+    assert ddp["strategy"] == "DDPStrategy" and ddp["backend"] == "gloo" and ddp["world_size"] == 1, ddp
+    assert "torch.compile" in steps["compile"]["compile reduce-overhead"]["skipped"]
+    assert "needs a CUDA GPU" in steps["seed_recipe_to_target"]["seed-recipe-to-target"]["skipped"]
+    assert "needs a CUDA GPU" in steps["airbench94_to_target"]["airbench94-to-target"]["skipped"]
+    anchor = steps["airbench_anchor"]["airbench 0.1.8 (PyPI), train94"]["skipped"]
+    assert "its loader read the converted images here: batches of (100, 3, 32, 32), 1000 images" in anchor
+    perturbation = steps["perturbation"]["bf16-mixed + channels_last"]
+    assert perturbation["hand_loop_images_per_sec"] > 0 and perturbation["b_over_a"] > 0
+    assert "torch.compile" in steps["compile_max_autotune"]["compile max-autotune"]["skipped"]
+
+    summary = (out / "gpu-check.md").read_text()
+    assert summary.startswith("# gpu-check on none") and "| 16-mixed | skipped: trainer.precision='16-mixed'" in summary
+    with tarfile.open(out / "runs.tar.gz") as tar:  # every run's record and log came back with the summary
         names = tar.getnames()
-    assert sum(n.endswith("/record.json") for n in names) == 3 and sum(n.endswith("/fit.log") for n in names) == 3
-    assert len(list(tmp_path.iterdir())) <= 8  # what the GPU machine hands back: 8 files at most
+    # fits: 6 precision, 2 data paths, 1 DDP, 2 of the perturbation's arms; and profile-data's record
+    assert sum(n.endswith("/record.json") for n in names) == 12 and sum(n.endswith("/fit.log") for n in names) >= 10
+    assert len(list(out.iterdir())) <= 8  # what the GPU machine hands back: 8 files at most
 
 
 def test_a_check_killed_half_way_keeps_a_valid_summary_and_a_small_budget_names_what_it_skipped(tmp_path):
@@ -56,6 +113,7 @@ def test_a_check_killed_half_way_keeps_a_valid_summary_and_a_small_budget_names_
                            capture_output=True, text=True, timeout=300, cwd=REPO)
     assert small.returncode == 0, (small.stdout + small.stderr)[-2000:]
     result = json.loads((tmp_path / "small/gpu-check.json").read_text())
-    assert result["finished"] and "knobs" not in result["steps"]
-    assert result["skipped"]["knobs"].startswith("needs ~60 s") and "of the 30 s budget left" in result["skipped"]["knobs"]
-    assert "| knobs | skipped | needs ~60 s" in (tmp_path / "small/gpu-check.md").read_text()
+    assert result["finished"] and "precision" not in result["steps"] and "imports" in result["steps"]
+    assert result["skipped"]["precision"].startswith("needs ~75 s") and "of the 30 s budget left" in result["skipped"]["precision"]
+    assert "| precision | skipped | needs ~75 s" in (tmp_path / "small/gpu-check.md").read_text()
+    assert set(result["skipped"]) >= {"data_paths", "ddp", "perturbation"}  # every later step that would not fit

@@ -155,13 +155,15 @@ class EnvironmentInfo(L.Callback):
             return
         env = collect_environment()
         ranks = [{"rank": 0, "host": env["hostname"], "address": host_address(env["hostname"])}]
+        backend = None
         if dist.is_available() and dist.is_initialized():  # once, before training: which rank ran where
+            backend = dist.get_backend()  # nccl on CUDA, gloo on CPUs: what the collectives really ran on
             ranks = [None] * dist.get_world_size()
             dist.all_gather_object(ranks, {"rank": dist.get_rank(), "host": env["hostname"],
                                            "address": host_address(env["hostname"])})
         env |= {"world_size": trainer.world_size, "num_nodes": trainer.num_nodes,
                 "devices_per_node": trainer.num_devices, "accelerator": type(trainer.accelerator).__name__,
-                "strategy": lightning_class_name(trainer.strategy),
+                "strategy": lightning_class_name(trainer.strategy), "process_group_backend": backend,
                 "hostnames": sorted({r["host"] for r in ranks}), "ranks": ranks, "config": self.config}
         self.summary = env
 

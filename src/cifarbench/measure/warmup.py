@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Optional, Sequence
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+
+from .clock import Stamp, elapsed, settle, stamp
 
 
 class UntimedWarmup(L.Callback):
@@ -18,7 +20,8 @@ class UntimedWarmup(L.Callback):
     layouts), cuDNN's autotuning and the allocator's first growth happen here, before the ``steady`` clock
     of :class:`TimeToTarget` starts. The weights are restored and gradients cleared, so training starts
     exactly as it would have. It calls the LightningModule itself, not the DDP wrapper: no collective runs.
-    Put it before TimeToTarget in the callback list (both use ``on_train_start``).
+    Put it before TimeToTarget in the callback list (both use ``on_train_start``). Its duration (compile time
+    when torch.compile is on) is stamped without waiting and read once training has ended (:attr:`summary`).
     """
 
     def __init__(self, steps: int, batch_size: int, eval_batch_sizes: Sequence[int], num_classes: int = 10,
@@ -26,10 +29,12 @@ class UntimedWarmup(L.Callback):
         self.steps, self.batch_size, self.eval_batch_sizes = steps, batch_size, sorted(set(eval_batch_sizes))
         self.num_classes, self.image_shape = num_classes, image_shape
         self.done = False
+        self._stamps: Optional[tuple[Stamp, Stamp]] = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.done or self.steps == 0:
             return
+        start = stamp(trainer.strategy.root_device)
         saved = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
         modes = {module: module.training for module in pl_module.modules()}  # frozen parts stay in eval mode
         pl_module.train()
@@ -48,6 +53,19 @@ class UntimedWarmup(L.Callback):
         pl_module.load_state_dict(saved)
         pl_module.zero_grad(set_to_none=True)
         self.done = True
+        self._stamps = (start, stamp(trainer.strategy.root_device))
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The warm-up's device-timed seconds (compile, autotuning, first allocations and its own steps); read
+        after training, when waiting for the stamps costs nothing."""
+        seconds = None
+        if self._stamps:
+            settle(*self._stamps)
+            seconds = elapsed(*self._stamps)
+        return {"steps": self.steps, "eval_batch_sizes": self.eval_batch_sizes, "seconds": seconds,
+                "region": "the untimed warm-up before the first training step: torch.compile's graphs, cuDNN "
+                          "autotuning and first allocations, on random data; on the mlperf clock only"}
 
     def _batch(self, trainer: L.Trainer, pl_module: L.LightningModule, size: int):
         """Random inputs of the loader's shape and dtype, through the same conversions a real batch gets."""

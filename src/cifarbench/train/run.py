@@ -149,7 +149,7 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
     record = new_record(cfg, run_id, status, started_at=started, error=error, failed_rank=failed_rank,
                         failed_node=failed_node, restarts=len(attempts) - 1, attempts=attempts, scaling=scaling,
                         divergence=divergence.summary if divergence else PER_STEP_OFF,
-                        environment=env.summary,
+                        environment=env.summary, warmup=warmup.summary,
                         throughput=throughput.summary, time_to_target=tta.summary,
                         data_wait=data_wait.summary if data_wait else PER_STEP_OFF,
                         accuracy=accuracy, curve=tta.curve,

@@ -1,0 +1,315 @@
+"""The steps of bench/gpu_check.py. Each takes the check's :class:`Context` and returns what it measured, one entry
+per item. An item that cannot run here says why (``{"skipped": ...}``), one that fails says how (``{"error": ...}``),
+and the next item still runs. Training items are real `cifarbench fit` (or `profile-data`) runs, each in its own
+process so that a CUDA fault in one cannot poison the next; each keeps its record and log in ``Context.runs``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+from cifarbench.measure.peak_flops import peak_flops
+from cifarbench.record import read_record
+
+CUDA = torch.cuda.is_available()
+# The synthetic runs' size: on the GPU, seconds of a full-width network per run; on a CPU, enough to prove the path.
+SIZES = ({"width": 64, "batch": 512, "train_images": 25_600, "epochs": 2} if CUDA else
+         {"width": 8, "batch": 100, "train_images": 1_000, "epochs": 1})
+WORKERS = 8 if CUDA else 1  # loader processes of the albumentations and FFCV paths
+TARGET = 0.90  # both shipped recipes reach it on the JPEG copy (make reproduce); 93% / 94% on the original images
+NO_GPU = "needs a CUDA GPU"
+CPU_RECIPES = ("on this CPU the seed recipe took 129 min and airbench94 ~20 min a run (bench/results/cpu-2core/"
+               "reproduce, made by make reproduce)")
+CPU_COMPILE = ("torch.compile of a whole run costs minutes of this 2-core machine's test suite; tests/test_knobs.py "
+               "compiles on a CPU, and reduce-overhead and max-autotune are CUDA-graph and Triton modes")
+
+
+@dataclass
+class Context:
+    runs: Path  # every run's directory, packed into runs.tar.gz after each step
+    data: Optional[Path]  # CIFAR-10 as a .tar.gz or folder, for the real-image steps
+
+
+class Refused(Exception):
+    """The CLI refused the configuration before any work (exit 2): a skip with its reason, not a failure."""
+
+
+def cli_run(command: str, flags: list[str], ctx: Context, run_id: str, timeout: float = 240) -> dict[str, Any]:
+    """`cifarbench COMMAND FLAGS` in its own process; its record, with its output kept beside it as fit.log."""
+    flags = [*flags, "--output.wandb", "disabled", "--output.dir", str(ctx.runs), "--output.run_id", run_id]
+    done = subprocess.run([sys.executable, "-m", "cifarbench", command, *flags], capture_output=True, text=True,
+                          timeout=timeout)
+    (ctx.runs / run_id).mkdir(parents=True, exist_ok=True)
+    (ctx.runs / run_id / "fit.log").write_text(done.stdout + done.stderr)
+    last = ((done.stdout + done.stderr).strip().splitlines() or ["(no output)"])[-1][-400:]
+    if done.returncode == 2:
+        raise Refused(last.removeprefix("cifarbench: error: "))
+    record_path = ctx.runs / run_id / "record.json"
+    if not record_path.exists():
+        raise RuntimeError(last)
+    record = read_record(record_path)
+    if record["status"] == "failed":
+        raise RuntimeError(record["error"])
+    return record
+
+
+def attempt(measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    try:
+        return measure()
+    except Refused as refusal:
+        return {"skipped": str(refusal)}
+    except Exception as err:  # recorded; the next item still runs
+        return {"error": f"{type(err).__name__}: {err}"}
+
+
+def fit_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """What a row of the summary shows of a fit record (the whole record is in runs.tar.gz)."""
+    tp, tt = record["throughput"], record["time_to_target"]
+    return {"status": record["status"], "images_per_sec": tp.get("images_per_sec"), "mfu": tp.get("mfu"),
+            "peak_flops_source": tp.get("peak_flops_source"),
+            "untimed_warmup_seconds": record.get("warmup", {}).get("seconds"),
+            "warmup_overhead_seconds": tp.get("warmup_overhead_seconds"),
+            "fetch_fraction": (record.get("data_wait") or {}).get("fetch_fraction"),
+            "time_to_target_seconds": {name: c["seconds"] for name, c in (tt.get("clocks") or {}).items()},
+            "best_val_acc": record["accuracy"].get("best_val")}
+
+
+def synthetic_args() -> list[str]:
+    """A short fit on generated images, device path, at :data:`SIZES` (later flags override these)."""
+    return ["--model.width", str(SIZES["width"]), "--data.source", "synthetic", "--data.path", "device",
+            "--data.batch_size", str(SIZES["batch"]), "--data.synthetic_train_size", str(SIZES["train_images"] + 1000),
+            "--data.synthetic_test_size", "1000", "--data.val_size", "1000", "--data.num_workers", "0",
+            "--trainer.accelerator", "cuda" if CUDA else "cpu", "--trainer.epochs", str(SIZES["epochs"]),
+            "--trainer.checkpoint", "false", "--test", "false", "--measure.warmup_steps", "10" if CUDA else "2",
+            "--measure.target_accuracy", "1.0"]
+
+
+def synthetic_fit(ctx: Context, run_id: str, flags: list[str], timeout: float = 240) -> dict[str, Any]:
+    """A synthetic run's summary row."""
+    return fit_summary(cli_run("fit", [*synthetic_args(), *flags], ctx, run_id, timeout))
+
+
+IMPORT_PROBE = """
+import importlib, json, sys
+out = {}
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+        out[name] = "ok"
+    except Exception as err:  # an install problem: named, and the next module is still tried
+        out[name] = f"{type(err).__name__}: {err}"[:300]
+print(json.dumps(out))
+"""
+
+
+def check_imports(_: Context) -> dict[str, Any]:
+    """Every module cifarbench loads, imported in a fresh process: an install problem shows here, first."""
+    modules = ["cifarbench.train.run", "cifarbench.data.albumentations_path", "cifarbench.data.device_path",
+               "cifarbench.data.ffcv_path", "cifarbench.tools.profile_data", "cifarbench.cli", "albumentations",
+               "jsonargparse", "lightning", "torchmetrics", "airbench", "wandb"]
+    done = subprocess.run([sys.executable, "-c", IMPORT_PROBE, *modules], capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr.strip().splitlines()[-1][-400:])
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    if found["wandb"] != "ok":  # imported only when a run logs to W&B; every run here has output.wandb=disabled
+        found["wandb"] = f"optional, not importable ({found['wandb']}): the check's runs do not log to W&B"
+    return found
+
+
+def check_peaks(_: Context) -> dict[str, Any]:
+    device = torch.device("cuda" if CUDA else "cpu")
+    return {precision: {"flops": p.flops, "source": p.source}
+            for precision in ("bf16-mixed", "16-mixed", "32-true") if (p := peak_flops(device, precision))}
+
+
+PRECISIONS = {  # name -> fit flags; each also runs with channels_last
+    "fp32 strict": ["--trainer.precision", "32-true", "--trainer.matmul_precision", "highest"],
+    "fp32 TF32": ["--trainer.precision", "32-true", "--trainer.matmul_precision", "high"],
+    "bf16-mixed": ["--trainer.precision", "bf16-mixed"],
+    "bf16-true": ["--trainer.precision", "bf16-true"],
+    "16-mixed": ["--trainer.precision", "16-mixed"],
+}
+
+
+def check_precision(ctx: Context) -> dict[str, Any]:
+    """Every precision, eager, with and without channels_last (16-mixed is refused on a CPU by the CLI itself)."""
+    out = {}
+    for i, (name, flags) in enumerate(PRECISIONS.items()):
+        for channels_last in (False, True):
+            item = name + (" + channels_last" if channels_last else "")
+            if name == "fp32 TF32" and not CUDA:
+                out[item] = {"skipped": f"{NO_GPU}: TF32 is a tensor-core math mode (Ampere and later)"}
+                continue
+            layout = ["--trainer.channels_last", str(channels_last).lower()]
+            out[item] = attempt(lambda: synthetic_fit(ctx, f"precision{i}{'-cl' * channels_last}", flags + layout))
+    return out
+
+
+def check_data_paths(ctx: Context) -> dict[str, Any]:
+    """Each data path feeding a real `fit`, then profile-data's three rates and verdict on the albumentations path."""
+    out = {}
+    for path, workers in (("device", 0), ("albumentations", WORKERS), ("ffcv", WORKERS)):
+        item = f"fit, {path}" + (f" ({workers} workers)" if workers else "")
+        if path == "ffcv" and importlib.util.find_spec("ffcv") is None:
+            out[item] = {"skipped": "ffcv is not installed here (it builds from source against apt's OpenCV and "
+                                    "libjpeg-turbo, which the GPU image lacks and cannot fetch)"}
+            continue
+        flags = ["--data.path", path, "--data.num_workers", str(workers), "--data.ffcv.dir", str(ctx.runs / "betons")]
+        out[item] = attempt(lambda: synthetic_fit(ctx, f"path-{path}", flags))
+
+    def profile() -> dict[str, Any]:
+        flags = ["--model.width", str(SIZES["width"]), "--data.source", "synthetic", "--data.path", "albumentations",
+                 "--data.num_workers", str(WORKERS), "--data.batch_size", str(SIZES["batch"]),
+                 "--data.synthetic_train_size", str(SIZES["train_images"] + 1000), "--data.val_size", "1000",
+                 "--data.synthetic_test_size", "1000", "--trainer.accelerator", "cuda" if CUDA else "cpu",
+                 "--steps", "30" if CUDA else "5", "--warmup", "5" if CUDA else "2"]
+        row = cli_run("profile-data", flags, ctx, "profile-data")["rows"][0]
+        return {"loader_images_per_sec": row["loader_images_per_sec"], "model_images_per_sec": row["model_images_per_sec"],
+                "train_images_per_sec": row["train_images_per_sec"], "fetch_fraction": row["train_fetch_fraction"],
+                "verdict": row["verdict"]}
+
+    out[f"profile-data, albumentations ({WORKERS} workers)"] = attempt(profile)
+    return out
+
+
+def check_ddp(ctx: Context) -> dict[str, Any]:
+    """`strategy: ddp` on one device: the process group (NCCL on CUDA, gloo here), the ranks all_gather, the
+    divergence check's collective, Lightning's barriers, and DDP with compile."""
+    ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "1"]
+
+    def run(run_id: str, flags: list[str]) -> dict[str, Any]:
+        record = cli_run("fit", [*synthetic_args(), *ddp, *flags], ctx, run_id)
+        env = record["environment"]
+        return {**fit_summary(record), "strategy": env.get("strategy"), "backend": env.get("process_group_backend"),
+                "world_size": env.get("world_size"), "divergence_checked_every": record["divergence"].get("check_every")}
+
+    return {"ddp, devices 1": attempt(lambda: run("ddp", [])),
+            "ddp, devices 1 + compile default": attempt(lambda: run("ddp-compile", ["--trainer.compile", "default"]))
+            if CUDA else {"skipped": CPU_COMPILE}}
+
+
+def check_compile(ctx: Context) -> dict[str, Any]:
+    """torch.compile default and reduce-overhead (bf16-mixed + channels_last); the compile happens in the untimed
+    warm-up, whose seconds are reported apart from the steady images/s."""
+    if not CUDA:
+        return {mode: {"skipped": CPU_COMPILE} for mode in ("compile default", "compile reduce-overhead")}
+    knobs = ["--trainer.precision", "bf16-mixed", "--trainer.channels_last", "true", "--trainer.compile"]
+    return {f"compile {mode}": attempt(lambda: synthetic_fit(ctx, f"compile-{mode}", knobs + [mode]))
+            for mode in ("default", "reduce-overhead")}
+
+
+def check_max_autotune(ctx: Context) -> dict[str, Any]:
+    if not CUDA:
+        return {"compile max-autotune": {"skipped": CPU_COMPILE}}
+    knobs = ["--trainer.precision", "bf16-mixed", "--trainer.channels_last", "true", "--trainer.compile", "max-autotune"]
+    return {"compile max-autotune": attempt(lambda: synthetic_fit(ctx, "compile-max-autotune", knobs, timeout=150))}
+
+
+def recipe(ctx: Context, config: str, run_id: str) -> dict[str, Any]:
+    """A shipped recipe on the real images to TARGET, stopping there (DAWNBench's rule), device path, bf16 +
+    channels_last, every clock of its record."""
+    if not CUDA:
+        return {run_id: {"skipped": f"{NO_GPU}: {CPU_RECIPES}"}}
+    if ctx.data is None or not ctx.data.exists():
+        return {run_id: {"skipped": f"no CIFAR-10 copy given (--data; looked for {ctx.data})"}}
+    flags = ["-c", config, "--data.source", "folder", "--data.root", str(ctx.data), "--data.path", "device",
+             "--trainer.accelerator", "cuda", "--trainer.precision", "bf16-mixed", "--trainer.channels_last", "true",
+             "--measure.target_accuracy", str(TARGET), "--measure.stop_at_target", "true",
+             "--trainer.checkpoint", "false"]
+
+    def run() -> dict[str, Any]:
+        record = cli_run("fit", flags, ctx, run_id, timeout=300)
+        return {"target": TARGET, "reached_at_epoch": record["time_to_target"].get("epoch"), **fit_summary(record)}
+
+    return {run_id: attempt(run)}
+
+
+def check_airbench94(ctx: Context) -> dict[str, Any]:
+    return recipe(ctx, "bench/configs/airbench94.yaml", "airbench94-to-target")
+
+
+def check_seed_recipe(ctx: Context) -> dict[str, Any]:
+    return recipe(ctx, "bench/configs/seed.yaml", "seed-recipe-to-target")
+
+
+def airbench_files(data: Path, work: Path, train_subset: Optional[int] = None,
+                   test_subset: Optional[int] = None) -> Path:
+    """The images as the `airbench` package reads them (WORK/cifar10/{train,test}.pt: uint8 NHWC images, labels,
+    class names), from the same copy cifarbench trains on, so both see identical pixels."""
+    from cifarbench.data.sources import image_folder
+
+    train, test = image_folder(str(data), train_subset, test_subset)
+    (work / "cifar10").mkdir(parents=True, exist_ok=True)
+    for split, images in (("train", train), ("test", test)):
+        torch.save({"images": torch.from_numpy(images.images), "labels": torch.from_numpy(images.labels),
+                    "classes": list(images.classes)}, work / "cifar10" / f"{split}.pt")
+    return work
+
+
+def airbench_row(printed: str) -> dict[str, float]:
+    """airbench's own final row (``| run | eval | ... | tta_val_acc | total_time_seconds |``): its accuracy and its
+    clock (training and the final test-time-augmented evaluation; warm-up and per-epoch evaluations off it)."""
+    row = [line for line in printed.splitlines() if "|" in line and "eval" in line][-1]
+    cells = [cell.strip() for cell in row.strip().strip("|").split("|")]
+    return {"tta_accuracy": float(cells[5]), "seconds": float(cells[6])}
+
+
+def check_airbench_anchor(ctx: Context) -> dict[str, Any]:
+    """The published `airbench` package (PyPI 0.1.8), airbench94 on the same images and GPU: one warm-up run,
+    then three timed runs, each as airbench itself times and prints it. On a CPU the images are converted and
+    read back through airbench's own loader (its training needs CUDA)."""
+    item = "airbench 0.1.8 (PyPI), train94"
+    if ctx.data is None or not ctx.data.exists():
+        return {item: {"skipped": f"no CIFAR-10 copy given (--data; looked for {ctx.data})"}}
+
+    def run() -> dict[str, Any]:
+        import airbench
+
+        work = airbench_files(ctx.data, Path(tempfile.mkdtemp(prefix="gpu-check-airbench-")),
+                              *((None, None) if CUDA else (1000, 500)))
+        with contextlib.chdir(work):  # airbench reads ./cifar10/{train,test}.pt
+            if not CUDA:
+                loader = airbench.CifarLoader("cifar10", train=True, batch_size=100, gpu="cpu")
+                images, labels = next(iter(loader))
+                return {"skipped": f"{NO_GPU} (airbench times with CUDA events); its loader read the converted "
+                                   f"images here: batches of {tuple(images.shape)}, {len(loader.images)} images"}
+            airbench.warmup94()
+            runs = []
+            for i in range(3):
+                printed = io.StringIO()
+                with contextlib.redirect_stdout(printed):
+                    airbench.train94(run=i)
+                runs.append(airbench_row(printed.getvalue()))
+        return {"runs": runs, "mean_seconds": sum(r["seconds"] for r in runs) / 3,
+                "mean_tta_accuracy": sum(r["tta_accuracy"] for r in runs) / 3,
+                "clock": "airbench's own: training and the final TTA evaluation; warm-up run and per-epoch evaluations off it"}
+
+    return {item: attempt(run)}
+
+
+def check_perturbation(ctx: Context) -> dict[str, Any]:
+    """bench/harness_overhead.py's three arms on bf16-mixed + channels_last: (a) a hand-written loop, (b) `fit` with
+    every measurement, (c) `fit` with per-step measurement off; W&B off (the GPU image has none)."""
+    import harness_overhead  # beside this file
+
+    cfg = harness_overhead.base_config(ctx.runs / "perturbation", epochs=1, accelerator="cuda" if CUDA else "cpu",
+                                       steps_per_epoch=80 if CUDA else 10, wandb="disabled")
+    cfg.trainer.precision, cfg.trainer.channels_last = "bf16-mixed", True
+    reps = 3 if CUDA else 1
+    arms = harness_overhead.compare_arms(cfg, reps, slug="perturbation", label="bf16-mixed + channels_last",
+                                         settle_seconds=1.0)
+    return {"bf16-mixed + channels_last": {
+        "rounds": reps, "hand_loop_images_per_sec": arms["hand_loop"]["median"],
+        "fit_images_per_sec": arms["fit_measured"]["median"], "fit_unmeasured_images_per_sec": arms["fit_unmeasured"]["median"],
+        "b_over_a": arms["b_over_a"]["median"], "c_over_a": arms["c_over_a"]["median"], "b_over_c": arms["b_over_c"]["median"]}}
