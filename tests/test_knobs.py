@@ -60,8 +60,9 @@ def test_bf16_true_keeps_weights_in_bf16(tmp_path, spy):
 
 @pytest.mark.parametrize("untimed_warmup_steps", [2, 0])
 def test_torch_compile_happens_before_the_clocks_or_in_the_reported_warmup(tmp_path, untimed_warmup_steps):
-    """With the untimed warm-up (default) compile is done before the first step: the warm-up steps cost what
-    steady steps cost. Without it the first steps pay for compilation, reported apart from the steady rate."""
+    """With the untimed warm-up (default) compile is done before the first step, and the record says how long it
+    took (``warmup.seconds``): the warm-up steps cost what steady steps cost. Without it the first steps pay for
+    compilation, reported apart from the steady rate."""
     import torch._dynamo
 
     torch._dynamo.reset()
@@ -76,8 +77,10 @@ def test_torch_compile_happens_before_the_clocks_or_in_the_reported_warmup(tmp_p
     step = tp["steady_seconds"] / tp["steady_steps"]
     if untimed_warmup_steps:
         assert tp["warmup_seconds"] < 2 * 3 * step
+        assert record["warmup"]["seconds"] > 10 * step and record["warmup"]["steps"] == 2  # the compile, apart
     else:
         assert tp["warmup_seconds"] > 10 * step
+        assert record["warmup"]["seconds"] is None
 
 
 def test_ddp_two_processes_gloo(tmp_path):
@@ -87,7 +90,7 @@ def test_ddp_two_processes_gloo(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:]
     record = read_record(Path(last_line(result)))
     env, tp, wait = record["environment"], record["throughput"], record["data_wait"]
-    assert env["world_size"] == 2 and env["strategy"] == "DDPStrategy"
+    assert env["world_size"] == 2 and env["strategy"] == "DDPStrategy" and env["process_group_backend"] == "gloo"
     steps = 3000 // 2 // 128  # each rank sees its own half of the data
     assert wait["steps"] == 2 * steps and len(wait["per_rank_fetch_fraction"]) == 2
     assert len(tp["per_rank_images_per_sec"]) == 2 and tp["steady_images"] == 2 * (2 * steps - 3) * 128
