@@ -49,7 +49,7 @@ STEPS: dict[str, tuple[Callable[[Context], dict[str, Any]], int, int]] = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--data", type=Path, default=None, help="CIFAR-10 as a folder or .tar.gz (the real-image steps)")
+    parser.add_argument("--data", type=Path, default=None, help="CIFAR-10, a folder or .tar.gz (real-image steps)")
     parser.add_argument("--budget", type=float, default=480.0, help="seconds for the whole check (default 480)")
     args = parser.parse_args()
     began = time.perf_counter()
@@ -83,8 +83,9 @@ def save(out: Path, result: dict[str, Any], runs: Path) -> None:
     atomic_write_text(out / "gpu-check.json", json.dumps(result, indent=2, default=str) + "\n")
     atomic_write_text(out / "gpu-check.md", markdown(result))
     partial = out / ".runs.tar.gz.partial"
-    with tarfile.open(partial, "w:gz") as tar:  # records, configs, metrics and logs; no plots or checkpoints
-        tar.add(runs, arcname="runs", filter=lambda member: None if member.name.endswith((".png", ".ckpt")) else member)
+    bulky = (".png", ".ckpt", ".beton")  # plots, checkpoints and FFCV's files stay out: 16 MiB per file comes back
+    with tarfile.open(partial, "w:gz") as tar:  # records, configs, metrics and logs
+        tar.add(runs, arcname="runs", filter=lambda member: None if member.name.endswith(bulky) else member)
     os.replace(partial, out / "runs.tar.gz")
 
 
@@ -96,7 +97,8 @@ def markdown(result: dict[str, Any]) -> str:
              f"CUDA: {result['cuda']}; sizes: {result['sizes']}; budget {result['budget_seconds']:.0f} s; {state}", "",
              "| step | item | result |", "|---|---|---|"]
     for step, items in result["steps"].items():
-        lines += [f"| {step} ({result['seconds'][step]:.0f} s) | {item} | {_cell(value)} |" for item, value in items.items()]
+        took = f"{step} ({result['seconds'][step]:.0f} s)"
+        lines += [f"| {took} | {item} | {_cell(value)} |" for item, value in items.items()]
     lines += [f"| {step} | skipped | {why} |" for step, why in result["skipped"].items()]
     return "\n".join(lines) + "\n"
 

@@ -169,15 +169,12 @@ def check_data_paths(ctx: Context) -> dict[str, Any]:
         out[item] = attempt(lambda: synthetic_fit(ctx, f"path-{path}", flags))
 
     def profile() -> dict[str, Any]:
-        flags = ["--model.width", str(SIZES["width"]), "--data.source", "synthetic", "--data.path", "albumentations",
-                 "--data.num_workers", str(WORKERS), "--data.batch_size", str(SIZES["batch"]),
-                 "--data.synthetic_train_size", str(SIZES["train_images"] + 1000), "--data.val_size", "1000",
-                 "--data.synthetic_test_size", "1000", "--trainer.accelerator", "cuda" if CUDA else "cpu",
+        flags = [*synthetic_args(), "--data.path", "albumentations", "--data.num_workers", str(WORKERS),
                  "--steps", "30" if CUDA else "5", "--warmup", "5" if CUDA else "2"]
         row = cli_run("profile-data", flags, ctx, "profile-data")["rows"][0]
-        return {"loader_images_per_sec": row["loader_images_per_sec"], "model_images_per_sec": row["model_images_per_sec"],
-                "train_images_per_sec": row["train_images_per_sec"], "fetch_fraction": row["train_fetch_fraction"],
-                "verdict": row["verdict"]}
+        shown = ("loader_images_per_sec", "model_images_per_sec", "train_images_per_sec", "train_fetch_fraction",
+                 "verdict")
+        return {key: row[key] for key in shown}
 
     out[f"profile-data, albumentations ({WORKERS} workers)"] = attempt(profile)
     return out
@@ -192,7 +189,8 @@ def check_ddp(ctx: Context) -> dict[str, Any]:
         record = cli_run("fit", [*synthetic_args(), *ddp, *flags], ctx, run_id)
         env = record["environment"]
         return {**fit_summary(record), "strategy": env.get("strategy"), "backend": env.get("process_group_backend"),
-                "world_size": env.get("world_size"), "divergence_checked_every": record["divergence"].get("check_every")}
+                "world_size": env.get("world_size"),
+                "divergence_checked_every": record["divergence"].get("check_every")}
 
     return {"ddp, devices 1": attempt(lambda: run("ddp", [])),
             "ddp, devices 1 + compile default": attempt(lambda: run("ddp-compile", ["--trainer.compile", "default"]))
@@ -212,7 +210,8 @@ def check_compile(ctx: Context) -> dict[str, Any]:
 def check_max_autotune(ctx: Context) -> dict[str, Any]:
     if not CUDA:
         return {"compile max-autotune": {"skipped": CPU_COMPILE}}
-    knobs = ["--trainer.precision", "bf16-mixed", "--trainer.channels_last", "true", "--trainer.compile", "max-autotune"]
+    knobs = ["--trainer.precision", "bf16-mixed", "--trainer.channels_last", "true", "--trainer.compile",
+             "max-autotune"]
     return {"compile max-autotune": attempt(lambda: synthetic_fit(ctx, "compile-max-autotune", knobs, timeout=150))}
 
 
@@ -293,7 +292,8 @@ def check_airbench_anchor(ctx: Context) -> dict[str, Any]:
                 runs.append(airbench_row(printed.getvalue()))
         return {"runs": runs, "mean_seconds": sum(r["seconds"] for r in runs) / 3,
                 "mean_tta_accuracy": sum(r["tta_accuracy"] for r in runs) / 3,
-                "clock": "airbench's own: training and the final TTA evaluation; warm-up run and per-epoch evaluations off it"}
+                "clock": "airbench's own: training and the final TTA evaluation; warm-up run and per-epoch "
+                         "evaluations off it"}
 
     return {item: attempt(run)}
 
@@ -309,7 +309,6 @@ def check_perturbation(ctx: Context) -> dict[str, Any]:
     reps = 3 if CUDA else 1
     arms = harness_overhead.compare_arms(cfg, reps, slug="perturbation", label="bf16-mixed + channels_last",
                                          settle_seconds=1.0)
-    return {"bf16-mixed + channels_last": {
-        "rounds": reps, "hand_loop_images_per_sec": arms["hand_loop"]["median"],
-        "fit_images_per_sec": arms["fit_measured"]["median"], "fit_unmeasured_images_per_sec": arms["fit_unmeasured"]["median"],
-        "b_over_a": arms["b_over_a"]["median"], "c_over_a": arms["c_over_a"]["median"], "b_over_c": arms["b_over_c"]["median"]}}
+    medians = {f"{key}_median": arms[key]["median"]
+               for key in ("hand_loop", "fit_measured", "fit_unmeasured", "b_over_a", "c_over_a", "b_over_c")}
+    return {"bf16-mixed + channels_last": {"rounds": reps, **medians}}

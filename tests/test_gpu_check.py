@@ -48,8 +48,9 @@ def test_the_gpu_machine_install_runs_every_step_from_a_clean_venv(tmp_path):
     tree, venv, out = carried_tree(tmp_path), image_venv(tmp_path), tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     env["PATH"] = f"{venv / 'bin'}:{env['PATH']}"  # its python3 is "the image's"
-    done = subprocess.run(["bash", "scripts/gpu-check.sh", str(out)], cwd=tree, env=env, capture_output=True,
-                          text=True, timeout=900)
+    # a budget for this CPU (~2 min quiet; several times that beside other work), not the GPU's default 480 s
+    done = subprocess.run(["bash", "scripts/gpu-check.sh", str(out), "900"], cwd=tree, env=env, capture_output=True,
+                          text=True, timeout=1200)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     result = json.loads((out / "gpu-check.json").read_text())
     steps = result["steps"]
@@ -84,7 +85,7 @@ def test_the_gpu_machine_install_runs_every_step_from_a_clean_venv(tmp_path):
     anchor = steps["airbench_anchor"]["airbench 0.1.8 (PyPI), train94"]["skipped"]
     assert "its loader read the converted images here: batches of (100, 3, 32, 32), 1000 images" in anchor
     perturbation = steps["perturbation"]["bf16-mixed + channels_last"]
-    assert perturbation["hand_loop_images_per_sec"] > 0 and perturbation["b_over_a"] > 0
+    assert perturbation["hand_loop_median"] > 0 and perturbation["b_over_a_median"] > 0
     assert "torch.compile" in steps["compile_max_autotune"]["compile max-autotune"]["skipped"]
 
     summary = (out / "gpu-check.md").read_text()
@@ -119,6 +120,7 @@ def test_a_check_killed_after_60_s_keeps_a_valid_summary_and_a_small_budget_name
     assert small.returncode == 0, (small.stdout + small.stderr)[-2000:]
     result = json.loads((tmp_path / "small/gpu-check.json").read_text())
     assert result["finished"] and "precision" not in result["steps"] and "imports" in result["steps"]
-    assert result["skipped"]["precision"].startswith("needs ~75 s") and "of the 30 s budget left" in result["skipped"]["precision"]
+    skipped = result["skipped"]["precision"]
+    assert skipped.startswith("needs ~75 s") and "of the 30 s budget left" in skipped
     assert "| precision | skipped | needs ~75 s" in (tmp_path / "small/gpu-check.md").read_text()
     assert set(result["skipped"]) >= {"data_paths", "perturbation"}  # every later step that would not fit
