@@ -14,13 +14,13 @@ $py bench/knobs.py --out "$out"
 $py -m pytest bench/test_data_path_throughput.py -q -p no:cacheprovider --benchmark-json="$out/data_paths.json" \
     --benchmark-columns=min,median,max,rounds
 $py bench/data_path_table.py "$out/data_paths.json" > "$out/data_paths.md"
-bash scripts/gpu-check.sh "$out"
+bash scripts/gpu-check.sh "$out/gpu-check"
 {
     echo "# cifarbench benchmarks: $(hostname -s), $(date -u +%Y-%m-%dT%H:%MZ), commit $(git describe --always --dirty)"
     echo
-    echo "Made by \`make bench\` (scripts/bench.sh). Machine: $($py -c 'from cifarbench.environment import collect_environment as c; e=c(); print(e["cpu"], e["gpu"])')"
-    for part in harness_overhead knobs data_paths gpu-check; do
-        echo; echo "## $part"; echo; cat "$out/$part.md"
+    echo "Made by \`make bench\` (scripts/bench.sh). Machine: $($py -c 'from cifarbench.measure.environment import collect_environment as c; e=c(); print(e["cpu"], e["gpu"])')"
+    for part in harness_overhead knobs data_paths gpu-check/gpu-check; do
+        echo; echo "## ${part%%/*}"; echo; cat "$out/$part.md"
     done
 } > "$out/summary.md"
 echo "$out/summary.md"
