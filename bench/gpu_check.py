@@ -27,6 +27,7 @@ from cifarbench.measure.environment import collect_environment
 from cifarbench.record import atomic_write_text
 
 import gpu_steps as steps
+from cli_runs import attempt
 from gpu_steps import CUDA, SIZES, Context
 
 # name -> (step, seconds expected on the GPU, on this CPU), in the order they run: what matters most first,
@@ -66,7 +67,7 @@ def main() -> None:
             print(f"{name}: skipped ({result['skipped'][name]})", flush=True)
             continue
         start = time.perf_counter()
-        result["steps"][name] = steps.attempt(lambda: step(ctx))
+        result["steps"][name] = attempt(lambda: step(ctx))
         result["seconds"][name] = round(time.perf_counter() - start, 1)
         if name == "imports":
             print(json.dumps(result["steps"]["imports"], indent=1), flush=True)

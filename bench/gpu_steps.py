@@ -13,14 +13,15 @@ import json
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 
 from cifarbench.measure.peak_flops import peak_flops
-from cifarbench.record import read_record
+
+from cli_runs import attempt, cli_run  # beside this file
 
 CUDA = torch.cuda.is_available()
 # The synthetic runs' size: on the GPU, seconds of a full-width network per run; on a CPU, enough to prove the path.
@@ -39,38 +40,6 @@ CPU_COMPILE = ("torch.compile of a whole run costs minutes of this 2-core machin
 class Context:
     runs: Path  # every run's directory, packed into runs.tar.gz after each step
     data: Optional[Path]  # CIFAR-10 as a .tar.gz or folder, for the real-image steps
-
-
-class Refused(Exception):
-    """The CLI refused the configuration before any work (exit 2): a skip with its reason, not a failure."""
-
-
-def cli_run(command: str, flags: list[str], ctx: Context, run_id: str, timeout: float = 240) -> dict[str, Any]:
-    """`cifarbench COMMAND FLAGS` in its own process; its record, with its output kept beside it as fit.log."""
-    flags = [*flags, "--output.wandb", "disabled", "--output.dir", str(ctx.runs), "--output.run_id", run_id]
-    done = subprocess.run([sys.executable, "-m", "cifarbench", command, *flags], capture_output=True, text=True,
-                          timeout=timeout)
-    (ctx.runs / run_id).mkdir(parents=True, exist_ok=True)
-    (ctx.runs / run_id / "fit.log").write_text(done.stdout + done.stderr)
-    last = ((done.stdout + done.stderr).strip().splitlines() or ["(no output)"])[-1][-400:]
-    if done.returncode == 2:
-        raise Refused(last.removeprefix("cifarbench: error: "))
-    record_path = ctx.runs / run_id / "record.json"
-    if not record_path.exists():
-        raise RuntimeError(last)
-    record = read_record(record_path)
-    if record["status"] == "failed":
-        raise RuntimeError(record["error"])
-    return record
-
-
-def attempt(measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    try:
-        return measure()
-    except Refused as refusal:
-        return {"skipped": str(refusal)}
-    except Exception as err:  # recorded; the next item still runs
-        return {"error": f"{type(err).__name__}: {err}"}
 
 
 def fit_summary(record: dict[str, Any]) -> dict[str, Any]:
@@ -97,7 +66,7 @@ def synthetic_args() -> list[str]:
 
 def synthetic_fit(ctx: Context, run_id: str, flags: list[str], timeout: float = 240) -> dict[str, Any]:
     """A synthetic run's summary row."""
-    return fit_summary(cli_run("fit", [*synthetic_args(), *flags], ctx, run_id, timeout))
+    return fit_summary(cli_run("fit", [*synthetic_args(), *flags], ctx.runs, run_id, timeout))
 
 
 IMPORT_PROBE = """
@@ -171,7 +140,7 @@ def check_data_paths(ctx: Context) -> dict[str, Any]:
     def profile() -> dict[str, Any]:
         flags = [*synthetic_args(), "--data.path", "albumentations", "--data.num_workers", str(WORKERS),
                  "--steps", "30" if CUDA else "5", "--warmup", "5" if CUDA else "2"]
-        row = cli_run("profile-data", flags, ctx, "profile-data")["rows"][0]
+        row = cli_run("profile-data", flags, ctx.runs, "profile-data")["rows"][0]
         shown = ("loader_images_per_sec", "model_images_per_sec", "train_images_per_sec", "train_fetch_fraction",
                  "verdict")
         return {key: row[key] for key in shown}
@@ -186,7 +155,7 @@ def check_ddp(ctx: Context) -> dict[str, Any]:
     ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "1"]
 
     def run(run_id: str, flags: list[str]) -> dict[str, Any]:
-        record = cli_run("fit", [*synthetic_args(), *ddp, *flags], ctx, run_id)
+        record = cli_run("fit", [*synthetic_args(), *ddp, *flags], ctx.runs, run_id)
         env = record["environment"]
         return {**fit_summary(record), "strategy": env.get("strategy"), "backend": env.get("process_group_backend"),
                 "world_size": env.get("world_size"),
@@ -228,7 +197,7 @@ def recipe(ctx: Context, config: str, run_id: str) -> dict[str, Any]:
              "--trainer.checkpoint", "false"]
 
     def run() -> dict[str, Any]:
-        record = cli_run("fit", flags, ctx, run_id, timeout=300)
+        record = cli_run("fit", flags, ctx.runs, run_id, timeout=300)
         return {"target": TARGET, "reached_at_epoch": record["time_to_target"].get("epoch"), **fit_summary(record)}
 
     return {run_id: attempt(run)}
@@ -303,12 +272,12 @@ def check_perturbation(ctx: Context) -> dict[str, Any]:
     every measurement, (c) `fit` with per-step measurement off; W&B off (the GPU image has none)."""
     import harness_overhead  # beside this file
 
+    variant = "bf16-mixed + channels_last"
     cfg = harness_overhead.base_config(ctx.runs / "perturbation", epochs=1, accelerator="cuda" if CUDA else "cpu",
                                        steps_per_epoch=80 if CUDA else 10, wandb="disabled")
-    cfg.trainer.precision, cfg.trainer.channels_last = "bf16-mixed", True
+    cfg = replace(cfg, trainer=replace(cfg.trainer, **harness_overhead.VARIANTS[variant]))
     reps = 3 if CUDA else 1
-    arms = harness_overhead.compare_arms(cfg, reps, slug="perturbation", label="bf16-mixed + channels_last",
-                                         settle_seconds=1.0)
+    arms = harness_overhead.compare_arms(cfg, reps, slug="perturbation", label=variant, settle_seconds=1.0)
     medians = {f"{key}_median": arms[key]["median"]
                for key in ("hand_loop", "fit_measured", "fit_unmeasured", "b_over_a", "c_over_a", "b_over_c")}
-    return {"bf16-mixed + channels_last": {"rounds": reps, **medians}}
+    return {variant: {"rounds": reps, **medians}}

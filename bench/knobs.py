@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
 from cifarbench.measure.environment import collect_environment
-from cifarbench.record import atomic_write_text, read_record
+from cifarbench.record import atomic_write_text
+
+from cli_runs import attempt, cli_run  # beside this file
 
 VARIANTS = {  # name -> fit flags; the first is the baseline
     "fp32 eager": [],
@@ -40,6 +40,11 @@ BASE = ["--model.width", "16", "--data.source", "synthetic", "--data.path", "dev
         "--trainer.checkpoint", "false", "--test", "false", "--output.wandb", "disabled"]
 
 
+def steady_rate(record: dict) -> dict:
+    tp = record["throughput"]
+    return {key: tp[key] for key in ("images_per_sec", "warmup_seconds", "warmup_overhead_seconds", "steady_steps")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -49,20 +54,11 @@ def main() -> None:
     rows = {}
     with tempfile.TemporaryDirectory() as runs:
         for i, (name, flags) in enumerate(VARIANTS.items()):
-            cmd = [sys.executable, "-m", "cifarbench", "fit", *BASE, "--trainer.accelerator", args.accelerator,
-                   "--trainer.epochs", str(args.epochs), "--output.dir", runs, "--output.run_id", f"knob{i}", *flags]
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            record_path = Path(runs) / f"knob{i}" / "record.json"
-            if done.returncode != 0 or not record_path.exists():
-                last = (done.stdout + done.stderr).strip().splitlines()[-1][-300:]
-                # exit code 2: refused before any work (e.g. a CUDA-only mode here), not a failure
-                rows[name] = {"skipped": last.removeprefix("cifarbench: error: ")} if done.returncode == 2 else {"error": last}
-                print(f"{name}: {rows[name]}", flush=True)
-                continue
-            tp = read_record(record_path)["throughput"]
-            rows[name] = {"images_per_sec": tp["images_per_sec"], "warmup_seconds": tp["warmup_seconds"],
-                          "warmup_overhead_seconds": tp["warmup_overhead_seconds"], "steady_steps": tp["steady_steps"]}
-            print(f"{name}: {tp['images_per_sec']:,.0f} img/s, warm-up {tp['warmup_seconds']:.1f} s", flush=True)
+            flags = [*BASE, "--trainer.accelerator", args.accelerator, "--trainer.epochs", str(args.epochs), *flags]
+            rows[name] = attempt(lambda: steady_rate(cli_run("fit", flags, Path(runs), f"knob{i}", timeout=None)))
+            r = rows[name]
+            print(f"{name}: {r['images_per_sec']:,.0f} img/s, warm-up {r['warmup_seconds']:.1f} s"
+                  if "images_per_sec" in r else f"{name}: {r}", flush=True)
     base = rows["fp32 eager"].get("images_per_sec")
     for row in rows.values():
         row["ratio_to_fp32_eager"] = row["images_per_sec"] / base if base and "images_per_sec" in row else None
