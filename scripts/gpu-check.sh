@@ -11,6 +11,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-bench/results/gpu-check}
+budget=${2:-480}
+case "$budget" in  # checked before any install or output: bash would read a word as 0 in the timeout below
+    ''|*[!0-9]*|0*) echo "gpu-check: BUDGET='$budget': allowed: whole seconds, at least 1 (default 480)" >&2; exit 2 ;;
+esac
 if [ -x .venv/bin/python ]; then
     py=.venv/bin/python
 else
@@ -27,6 +31,5 @@ data=()
 for candidate in .gpu-data/cifar10-jpeg.tar.gz ../shared/data/cifar10-jpeg.tar.gz; do
     if [ -f "$candidate" ]; then data=(--data "$candidate"); break; fi
 done
-budget=${2:-480}
 # the budget skips what would not fit; the timeout only stops a step that overruns its estimate badly
 exec timeout $((budget + 60)) "$py" bench/gpu_check.py --out "$out" --budget "$budget" "${data[@]}"

@@ -124,3 +124,12 @@ def test_a_check_killed_after_60_s_keeps_a_valid_summary_and_a_small_budget_name
     assert skipped.startswith("needs ~75 s") and "of the 30 s budget left" in skipped
     assert "| precision | skipped | needs ~75 s" in (tmp_path / "small/gpu-check.md").read_text()
     assert set(result["skipped"]) >= {"data_paths", "perturbation"}  # every later step that would not fit
+
+
+def test_a_bad_budget_is_one_line_before_anything_is_made(tmp_path):
+    for bad in ("abc", "0", "-5", "1.5"):
+        done = subprocess.run(["bash", str(REPO / "scripts/gpu-check.sh"), str(tmp_path / "out"), bad],
+                              capture_output=True, text=True, timeout=60, cwd=REPO)
+        assert done.returncode == 2 and done.stdout == "", done
+        assert done.stderr == f"gpu-check: BUDGET='{bad}': allowed: whole seconds, at least 1 (default 480)\n"
+        assert not (tmp_path / "out").exists()
