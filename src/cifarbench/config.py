@@ -188,6 +188,7 @@ class MeasureConfig:
     stop_at_target: bool = False  # end training at the first validation at the target (DAWNBench's rule)
     divergence_check_every: Optional[PositiveInt] = None  # steps between NaN checks (one read + one collective); None: the logging interval
     per_step: bool = True  # data wait and divergence check each step; false only to measure what they cost
+    sync_sentinel: bool = False  # count, on any device, the calls that would make the host wait for a GPU (slow: tests, debugging)
 
 
 @dataclass

@@ -25,11 +25,23 @@ def reflect(index: torch.Tensor) -> torch.Tensor:
     return torch.where(index > SIZE - 1, 2 * (SIZE - 1) - index, index)
 
 
+class Constants:
+    """The cutout fill and the normalisation's mean and scale on one device, made once per loader: a
+    ``torch.tensor(<tuple>, device=...)`` per batch would be a copy from pageable host memory, which waits for
+    the GPU's queue every step."""
+
+    def __init__(self, device: torch.device):
+        self.fill = torch.tensor(MEAN_PIXEL_U8, dtype=torch.uint8, device=device)
+        self.mean = torch.tensor(CIFAR_MEAN, device=device).view(1, 3, 1, 1) * 255
+        self.scale = 1 / (torch.tensor(CIFAR_STD, device=device).view(1, 3, 1, 1) * 255)
+
+
 def augment_batch(images: torch.Tensor, cfg: DataConfig, generator: torch.Generator,
-                  flip: Optional[torch.Tensor] = None) -> torch.Tensor:
+                  flip: Optional[torch.Tensor] = None, constants: Optional[Constants] = None) -> torch.Tensor:
     """The seed's augmentation on a uint8 N x 32 x 32 x 3 batch: reflect-pad and random crop, flip (random with
     ``flip_prob``, or as ``flip``, N x 1 bool, says), cutout."""
     n, device = images.shape[0], images.device
+    constants = constants or Constants(device)
     span = torch.arange(SIZE, device=device)
 
     def uniform_int(high: int) -> torch.Tensor:
@@ -50,14 +62,13 @@ def augment_batch(images: torch.Tensor, cfg: DataConfig, generator: torch.Genera
     inside_rows = ((span - top) >= 0) & ((span - top) < hole) & apply  # N x 32
     inside_cols = ((span - left) >= 0) & ((span - left) < hole)  # N x 32
     mask = (inside_rows.view(n, SIZE, 1) & inside_cols.view(n, 1, SIZE)).unsqueeze(-1)
-    return torch.where(mask, torch.tensor(MEAN_PIXEL_U8, dtype=torch.uint8, device=device), out)
+    return torch.where(mask, constants.fill, out)
 
 
-def normalise(images: torch.Tensor) -> torch.Tensor:
+def normalise(images: torch.Tensor, constants: Optional[Constants] = None) -> torch.Tensor:
     """uint8 N x 32 x 32 x 3 -> float32 N x 3 x 32 x 32 (contiguous), normalised with the CIFAR statistics."""
-    mean = torch.tensor(CIFAR_MEAN, device=images.device).view(1, 3, 1, 1) * 255
-    scale = 1 / (torch.tensor(CIFAR_STD, device=images.device).view(1, 3, 1, 1) * 255)
-    return (images.permute(0, 3, 1, 2).contiguous().float() - mean) * scale
+    constants = constants or Constants(images.device)
+    return (images.permute(0, 3, 1, 2).contiguous().float() - constants.mean) * constants.scale
 
 
 class EpochCounter:
@@ -87,13 +98,17 @@ class DeviceBatches:
         self.sampler = EpochCounter()
         self.batch_sampler = None  # Lightning looks for one next to a sampler
         self.flips = flips.to(device) if flips is not None else None  # the same on every rank
+        self.constants = Constants(device)
 
     def _shard(self) -> torch.Tensor:
+        """This rank's indices for the epoch, made on the device (a permutation made on the host and copied
+        would wait for the GPU once an epoch, inside the timed window)."""
         n = len(self.labels)
         if self.augment is None:
             return torch.arange(self.rank, n, self.world, device=self.device)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.sampler.epoch))
-        return order[: n // self.world * self.world][self.rank :: self.world].to(self.device)
+        generator = torch.Generator(device=self.device).manual_seed(self.seed * 100_003 + self.sampler.epoch)
+        order = torch.randperm(n, generator=generator, device=self.device)
+        return order[: n // self.world * self.world][self.rank :: self.world]
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -109,8 +124,8 @@ class DeviceBatches:
             images = self.images.index_select(0, index)
             if self.augment is not None:
                 flip = self.flips.flipped(index).unsqueeze(1) if self.flips is not None else None
-                images = augment_batch(images, self.augment, generator, flip)
-            yield normalise(images), self.labels.index_select(0, index)
+                images = augment_batch(images, self.augment, generator, flip, self.constants)
+            yield normalise(images, self.constants), self.labels.index_select(0, index)
 
 
 class DeviceDataModule(CifarDataModule):

@@ -225,19 +225,32 @@ class FFCVDataModule(CifarDataModule):
         self.paths = check_betons(self.cfg)
 
     def loader(self, split: str, train: bool):
+        _, world = self.world
+        threads = torch.get_num_threads()  # before FFCV's Loader changes it
+        loader = self._ffcv_loader(split, train, self.cfg.batch_size, self.device, distributed=world > 1)
+        flips = self.alternating_flip(loader.reader.num_samples) if train else None
+        return LazyEpochs(loader, threads, flips, self.device)
+
+    def first_train_images(self, count: int) -> torch.Tensor:
+        """The first ``count`` images of train.beton, decoded by FFCV as training decodes them, unaugmented: the
+        FFCV path never loads the source's arrays."""
+        threads = torch.get_num_threads()  # before FFCV's Loader changes it
+        batches = iter(LazyEpochs(self._ffcv_loader("train", False, count, torch.device("cpu"), distributed=False),
+                                  threads))
+        images = next(batches)[0][:count]
+        batches.close()  # ends FFCV's epoch thread
+        return images
+
+    def _ffcv_loader(self, split: str, train: bool, batch_size: int, device: torch.device, distributed: bool):
+        """FFCV's Loader over one split: shuffled, augmented and dropping the last batch when ``train``."""
         from ffcv.fields.decoders import IntDecoder
         from ffcv.loader import Loader, OrderOption
         from ffcv.transforms import Squeeze, ToDevice, ToTensor
 
-        _, world = self.world
-        threads = torch.get_num_threads()
         order = {"random": OrderOption.RANDOM, "quasi_random": OrderOption.QUASI_RANDOM}[self.cfg.ffcv.order]
-        loader = Loader(str(self.paths[split]), batch_size=self.cfg.batch_size,
-                        num_workers=max(self.cfg.num_workers, 1), order=order if train else OrderOption.SEQUENTIAL, os_cache=self.cfg.ffcv.os_cache,
-                        drop_last=train and self.drop_last_train, distributed=world > 1, seed=self.seed,
-                        batches_ahead=self.cfg.ffcv.batches_ahead,
-                        pipelines={"image": image_pipeline(self.cfg if train else None, self.device),
-                                   "label": [IntDecoder(), ToTensor(), Squeeze(1),
-                                             ToDevice(self.device, non_blocking=True)]})
-        flips = self.alternating_flip(loader.reader.num_samples) if train else None
-        return LazyEpochs(loader, threads, flips, self.device)
+        return Loader(str(self.paths[split]), batch_size=batch_size, num_workers=max(self.cfg.num_workers, 1),
+                      order=order if train else OrderOption.SEQUENTIAL, os_cache=self.cfg.ffcv.os_cache,
+                      drop_last=train and self.drop_last_train, distributed=distributed, seed=self.seed,
+                      batches_ahead=self.cfg.ffcv.batches_ahead,
+                      pipelines={"image": image_pipeline(self.cfg if train else None, device),
+                                 "label": [IntDecoder(), ToTensor(), Squeeze(1), ToDevice(device, non_blocking=True)]})

@@ -38,6 +38,13 @@ class CifarDataModule(L.LightningDataModule):
         """The path's loader over one split; ``train`` turns augmentation, shuffling and drop_last on."""
         raise NotImplementedError
 
+    def first_train_images(self, count: int) -> torch.Tensor:
+        """The first ``count`` training images, unaugmented and normalised (N x 3 x 32 x 32 float, on the CPU):
+        what airbench94's whitening layer is computed from. The same images on every rank."""
+        from .device_path import normalise
+
+        return normalise(torch.from_numpy(self.splits["train"].images[:count]))
+
     def alternating_flip(self, train_images: int) -> Optional[AlternatingFlip]:
         """The training images' alternating flip when ``data.alternating_flip`` asks for it (made once)."""
         if self.cfg.alternating_flip and self.flips is None:

@@ -6,6 +6,7 @@ inside a timed window.
 - :mod:`.throughput`: steady-state images/s, FLOP/s, MFU; :mod:`.peak_flops`: the MFU denominator.
 - :mod:`.time_to_target`: the mlperf, train_only and steady clocks; :mod:`.warmup`: the untimed warm-up.
 - :mod:`.data_wait`: fetch, harness and device-gap shares of each step.
+- :mod:`.host_syncs`: host synchronisations per steady step (CUDA's sync debug mode, or the CPU sentinel).
 - :mod:`.divergence`: non-finite loss, checked on the device, read every N steps.
 - :mod:`.environment`: what the numbers were measured on.
 """
@@ -13,10 +14,11 @@ inside a timed window.
 from .data_wait import DataWait
 from .divergence import DivergenceGuard
 from .environment import EnvironmentInfo
+from .host_syncs import HostSyncCount
 from .phases import PhaseTimer, TracingPhaseTimer
 from .throughput import SteadyStateThroughput
 from .time_to_target import TimeToTarget
 from .warmup import UntimedWarmup
 
-__all__ = ["DataWait", "DivergenceGuard", "EnvironmentInfo", "PhaseTimer", "SteadyStateThroughput", "TimeToTarget",
+__all__ = ["DataWait", "DivergenceGuard", "EnvironmentInfo", "HostSyncCount", "PhaseTimer", "SteadyStateThroughput", "TimeToTarget",
            "TracingPhaseTimer", "UntimedWarmup"]

@@ -69,40 +69,43 @@ class CifarClassifier(L.LightningModule):
 
     def _eval_views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(the image's own logits, the logits with test-time augmentation): the first view is the image itself."""
-        plain = self.net(images)
         if self.model_cfg.tta == "none":
+            plain = self.net(images)
             return plain, plain
+        plain = self._view(images)
         return plain, self._augmented_logits(images, plain)
 
+    def _view(self, images: torch.Tensor) -> torch.Tensor:
+        """One view's logits, copied out: a network compiled with CUDA graphs (compile reduce-overhead or
+        max-autotune) writes every call's output into the same buffer, so the next view would overwrite this one."""
+        return self.net(images).clone()
+
     def _augmented_logits(self, images: torch.Tensor, plain: torch.Tensor) -> torch.Tensor:
-        logits = (plain + self.net(images.flip(-1))) / 2  # the mirror image is as likely as the image
+        logits = (plain + self._view(images.flip(-1))) / 2  # the mirror image is as likely as the image
         if self.model_cfg.tta == "flip":
             return logits
         padded = F.pad(images, (1, 1, 1, 1), mode="reflect")  # shifted one pixel up-left and down-right
         shifted = [padded[:, :, :32, :32], padded[:, :, 2:, 2:]]
-        shifted_logits = sum((self.net(view) + self.net(view.flip(-1))) / 2 for view in shifted) / len(shifted)
+        shifted_logits = sum((self._view(view) + self._view(view.flip(-1))) / 2 for view in shifted) / len(shifted)
         return (logits + shifted_logits) / 2
 
     def setup(self, stage: str) -> None:
-        """airbench94's whitening layer from the first training images, before any checkpoint is restored (which
-        would bring the same filters: they are computed, not trained)."""
+        """airbench94's whitening layer from the first training images (as the data path decodes them, unaugmented),
+        before any checkpoint is restored (which would bring the same filters: they are computed, not trained)."""
         if stage == "fit" and self.model_cfg.name == "airbench94" and self.trainer.datamodule is not None:
-            from ..data.device_path import normalise
-
-            images = torch.from_numpy(self.trainer.datamodule.splits["train"].images[:WHITEN_IMAGES])
-            init_whitening(self.net.whiten, normalise(images))
+            init_whitening(self.net.whiten, self.trainer.datamodule.first_train_images(WHITEN_IMAGES))
 
     def on_train_start(self) -> None:
-        self._freeze_whitening_bias_when_due()
         if self.optim_cfg.lookahead_every is not None and self.lookahead is None:  # from the initial weights
             self.lookahead = {k: v.detach().clone() for k, v in self._float_state().items()}
 
-    def on_train_epoch_start(self) -> None:
-        self._freeze_whitening_bias_when_due()
-
-    def _freeze_whitening_bias_when_due(self) -> None:
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """airbench94's whitening bias stops training after ``model.whiten_bias_epochs``: its gradient is dropped
+        before the step, so the optimizer skips it (weight decay and momentum included), as with ``requires_grad``
+        off. Turning ``requires_grad`` off mid-run would break DDP, which fixed the set of parameters it reduces
+        when it wrapped the model, and would recompile a compiled network inside the timed window."""
         if self.model_cfg.name == "airbench94" and self.current_epoch >= self.model_cfg.whiten_bias_epochs:
-            self.net.whiten.bias.requires_grad_(False)
+            self.net.whiten.bias.grad = None
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         """Lookahead (hlb-CIFAR10's, kept by airbench): every N steps both the weights and their moving average
@@ -136,11 +139,13 @@ class CifarClassifier(L.LightningModule):
         loss = F.cross_entropy(logits, labels, label_smoothing=self.optim_cfg.label_smoothing)
         # Epoch means accumulate in torchmetrics (a few tensor ops); self.log runs only on the steps the loggers
         # write: each call costs ~0.5 ms of Lightning bookkeeping, 2% of a 50 ms step (bench/harness_overhead.py).
-        self.train_loss.update(loss.detach(), weight=len(labels))
+        self.train_loss.update(loss.detach())  # no weight: torchmetrics would copy a Python number to the device
         self.train_acc.update(logits.detach(), labels)
         if self._loggers_write_this_step():
-            self.log("train/loss_step", loss.detach(), prog_bar=True)
-            self.log("train/acc_step", multiclass_accuracy(logits.detach(), labels, self.num_classes, average="micro"))
+            # not on the progress bar: Lightning would then read it on the host (.item()) after every batch
+            self.log("train/loss_step", loss.detach())
+            self.log("train/acc_step", multiclass_accuracy(logits.detach(), labels, self.num_classes, average="micro",
+                                                         validate_args=False))
         return loss
 
     def on_train_epoch_end(self) -> None:
@@ -170,7 +175,8 @@ class CifarClassifier(L.LightningModule):
     def parameter_groups(self) -> list[dict]:
         """BatchNorm parameters at ``bias_lr_scale`` x the LR and decay / ``bias_lr_scale`` (airbench's 64x for
         its BatchNorm biases), the rest as configured. Frozen parameters are left out (airbench94's whitening
-        filters and BatchNorm scales); its whitening bias is in until it is frozen."""
+        filters and BatchNorm scales); its whitening bias is in throughout (its gradient
+        is dropped once it is frozen: ``on_before_optimizer_step``)."""
         cfg, decay = self.optim_cfg, self.optim_cfg.resolved_weight_decay()
         norm = {id(p) for m in self.net.modules() if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.SyncBatchNorm))
                 for p in m.parameters()}

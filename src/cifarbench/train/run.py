@@ -29,7 +29,7 @@ from ..data import DataEpoch, build_datamodule
 from ..data.sources import prepare_source
 from ..loggers import build_loggers, close_wandb_after_sigterm, finish_wandb
 from ..tools.lr_find import lr_find
-from ..measure import (DataWait, DivergenceGuard, EnvironmentInfo, PhaseTimer, SteadyStateThroughput, TimeToTarget,
+from ..measure import (DataWait, DivergenceGuard, EnvironmentInfo, HostSyncCount, PhaseTimer, SteadyStateThroughput, TimeToTarget,
                       TracingPhaseTimer, UntimedWarmup)
 from ..measure.peak_flops import apply_math_mode
 from ..models import count_parameters, flops_per_image
@@ -95,6 +95,7 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
                        phases=phases, untimed_warmup=m.untimed_warmup_steps > 0)
     data_wait = DataWait(m.warmup_steps, profiler=phases) if m.per_step else None
     divergence = DivergenceGuard(m.divergence_check_every or log_every) if m.per_step else None
+    host_syncs = HostSyncCount(m.warmup_steps, sentinel=m.sync_sentinel)
     env = EnvironmentInfo()  # the config sits at the record's top level
     loggers = build_loggers(cfg, run_id, run_dir, restart=len(attempts) - 1)
 
@@ -106,10 +107,11 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
                                          failed_rank=rank, restarts=len(attempts) - 1, attempts=attempts))
 
     watchdog, error_log = RankWatchdog(record_dead_rank), ErrorLog(run_dir)
-    measurements = [c for c in (warmup, tta, throughput, data_wait, divergence, env) if c]  # warm-up first
+    # warm-up first; a step's sync count starts before any other callback's hook, an epoch's after their epoch starts
+    measurements = [c for c in (warmup, host_syncs, tta, throughput, data_wait, divergence, env) if c]
     callbacks = [*measurements, LearningRateMonitor(logging_interval="step"),
                  ThrottledRichProgressBar() if sys.stdout.isatty() else LogLineProgress(), error_log,
-                 ReleaseRequeueSignal(), *([DataEpoch()] if cfg.data.alternating_flip else [])]
+                 ReleaseRequeueSignal(), *([DataEpoch()] if cfg.data.alternating_flip else []), host_syncs.epoch_start()]
     trainer = build_trainer(cfg.trainer, run_dir, callbacks, loggers, watchdog=watchdog, log_every_n_steps=log_every,
                             profiler=phases)
 
@@ -150,7 +152,7 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
                         failed_node=failed_node, restarts=len(attempts) - 1, attempts=attempts, scaling=scaling,
                         divergence=divergence.summary if divergence else PER_STEP_OFF,
                         environment=env.summary, warmup=warmup.summary,
-                        throughput=throughput.summary, time_to_target=tta.summary,
+                        throughput=throughput.summary, time_to_target=tta.summary, measure=host_syncs.summary,
                         data_wait=data_wait.summary if data_wait else PER_STEP_OFF,
                         accuracy=accuracy, curve=tta.curve,
                         lr_find=found_lr and {k: v for k, v in found_lr.items() if k not in ("lr", "loss")},
