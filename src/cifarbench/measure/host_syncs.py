@@ -50,9 +50,11 @@ FRAMEWORK = {
         "torch's GradScaler reads found_inf every step for 16-mixed with a non-fused optimizer",
 }
 # Calls that do not wait on CUDA although they would be counted on a CPU, by (file part, function) of a frame
-# near the call: torch.optim keeps its step counters on the host (not capturable, not fused), and Lightning's
-# batch transfer passes non_blocking=True on CUDA (from the loaders' pinned memory: cifarbench pins it there).
-NOT_WAITING = (("/torch/optim/", None), ("/fabric/utilities/apply_func.py", "batch_to"))
+# near the call: torch.optim keeps its step counters on the host (not capturable, not fused), the DataLoader's
+# samplers shuffle host tensors, FFCV allocates its host buffers at each epoch's start, and Lightning's batch
+# transfer passes non_blocking=True on CUDA (from the loaders' pinned memory: cifarbench pins it there).
+NOT_WAITING = (("/torch/optim/", None), ("/torch/utils/data/", None), ("/ffcv/pipeline/allocation_query.py", None),
+               ("/fabric/utilities/apply_func.py", "batch_to"))
 # Frames that are the machinery, not the caller: the site is the first frame outside them.
 MACHINERY = ("/torch/overrides.py", "/torch/_tensor.py", "/torch/utils/_device.py", "/torch/distributed/",
              "/torch/cuda/", __file__)
@@ -82,7 +84,8 @@ class SyncSentinel(TorchFunctionMode):
     On a CPU the training device is the host, so "device memory" cannot be told from host memory by looking: a
     copy *onto* the device (``torch.tensor(data, device=...)``, ``.to(device)``) counts unless it is
     ``non_blocking`` (from pinned memory on CUDA: cifarbench pins every loader's memory there) or leaves the tensor
-    where it is with no device named. Reads count wherever they come from, except torch.optim's host-side counters.
+    where it is with no device named. Reads count unless the tensor is plainly host memory (:meth:`_in_host_memory`)
+    or the read is one of :data:`NOT_WAITING`.
     """
 
     def __init__(self, device: torch.device, record: Callable[[str, list[traceback.FrameSummary]], None]):
@@ -100,7 +103,7 @@ class SyncSentinel(TorchFunctionMode):
 
     def _blocks(self, func, args, kwargs) -> bool:
         if func in READS:
-            return True
+            return not self._in_host_memory(args[0])
         if func in FACTORIES:
             target = kwargs.get("device")
             return target is not None and torch.device(target).type == self.device.type and not (
@@ -113,6 +116,13 @@ class SyncSentinel(TorchFunctionMode):
         target = "cuda" if func is torch.Tensor.cuda else kwargs.get(
             "device", next((a for a in args[1:] if isinstance(a, (str, torch.device))), None))
         return target is not None and torch.device(target).type == self.device.type
+
+    def _in_host_memory(self, tensor: torch.Tensor) -> bool:
+        """A tensor off the training device, or, on a CPU standing in for one, in shared or pinned host memory (a
+        GPU tensor never is: e.g. the epoch that DataLoader workers read): reading it waits for nothing."""
+        if tensor.device.type != self.device.type:
+            return True
+        return self.device.type == "cpu" and (tensor.is_shared() or tensor.is_pinned())
 
     def __enter__(self):
         for name in COLLECTIVES:  # module functions, not tensor methods: wrapped while the sentinel is on
