@@ -21,3 +21,10 @@ class DataError(CifarbenchError):
 
 class DiskFullError(CifarbenchError):
     """No space left while writing a file: the previous version of the file is kept."""
+
+
+def error_line(err: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message (DDP's and NCCL's run to dozens of
+    lines, and their last line, the advice, names nothing)."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0].strip()}" if lines else type(err).__name__

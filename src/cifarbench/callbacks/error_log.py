@@ -7,6 +7,7 @@ from pathlib import Path
 
 import lightning as L
 
+from ..errors import error_line
 from ..record import atomic_write_text
 
 
@@ -15,7 +16,7 @@ class ErrorLog(L.Callback):
 
     ``on_exception`` runs before Lightning tears the process group down, so the file exists by the time
     the other ranks' collectives fail; rank 0 then names this rank and its error as the job's cause.
-    The log's last line is the exception, as Python prints it.
+    The log's first line is the exception's own first line (:func:`error_line`), the traceback follows.
     """
 
     def __init__(self, run_dir: Path):
@@ -28,14 +29,14 @@ class ErrorLog(L.Callback):
     def write(self, rank: int, exception: BaseException) -> None:
         path = self.run_dir / f"error-rank{rank}.log"
         if not path.exists():
-            text = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
-            atomic_write_text(path, text)
+            trace = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
+            atomic_write_text(path, f"{error_line(exception)}\n\n{trace}")
 
     @staticmethod
     def read(run_dir: Path) -> dict[int, str]:
-        """Rank -> the last line of its error log (the exception)."""
+        """Rank -> the first line of its error log (the exception's type and first line)."""
         out = {}
         for path in run_dir.glob("error-rank*.log"):
             lines = path.read_text().strip().splitlines()
-            out[int(path.stem.removeprefix("error-rank"))] = lines[-1] if lines else "(empty log)"
+            out[int(path.stem.removeprefix("error-rank"))] = lines[0] if lines else "(empty log)"
         return out

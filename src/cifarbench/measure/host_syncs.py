@@ -61,16 +61,16 @@ MACHINERY = ("/torch/overrides.py", "/torch/_tensor.py", "/torch/utils/_device.p
 
 
 def call_site(stack: list[traceback.FrameSummary]) -> tuple[str, Optional[str], Optional[tuple[str, str]]]:
-    """(the innermost caller outside torch's machinery, the innermost cifarbench frame that Lightning called (a
-    hook, callback, data iterator: not the ``trainer.fit`` call itself), and, when there is none, the framework
-    entry of :data:`FRAMEWORK` that made the call)."""
+    """(the innermost caller outside torch's machinery, the innermost cifarbench frame, and the entry of
+    :data:`FRAMEWORK` that made the call when no cifarbench code runs inside it)."""
     frames = [f for f in stack if not any(part in f.filename for part in MACHINERY)]
     site = _where(frames[-1]) if frames else "?"
-    inside = next((i for i, f in enumerate(frames) if "/lightning/" in f.filename), 0)
-    ours = next((f for f in reversed(frames[inside:]) if "/cifarbench/" in f.filename), None)
-    framework = None if ours else next((key for f in reversed(frames) for key in FRAMEWORK
-                                        if f.filename.endswith(key[0]) and f.name == key[1]), None)
-    return site, _where(ours) if ours else None, framework
+    ours = max((i for i, f in enumerate(frames) if "/cifarbench/" in f.filename), default=-1)
+    framework = next(((i, key) for i, f in reversed(list(enumerate(frames))) for key in FRAMEWORK
+                      if f.filename.endswith(key[0]) and f.name == key[1]), None)
+    if framework is not None and framework[0] > ours:
+        return site, None, framework[1]
+    return site, _where(frames[ours]) if ours >= 0 else None, None
 
 
 def _where(frame: traceback.FrameSummary) -> str:

@@ -27,6 +27,7 @@ from ..checks import check_config
 from ..config import RunConfig
 from ..data import DataEpoch, build_datamodule
 from ..data.sources import prepare_source
+from ..errors import error_line
 from ..loggers import build_loggers, close_wandb_after_sigterm, finish_wandb
 from ..tools.lr_find import lr_find
 from ..measure import (DataWait, DivergenceGuard, EnvironmentInfo, HostSyncCount, PhaseTimer, SteadyStateThroughput, TimeToTarget,
@@ -187,8 +188,8 @@ def root_cause(run_dir: Path, rank: int, world_size: int, err: Exception,
     lost = lost_peer(err, rank, ranks)
     if lost is not None:
         return lost["rank"], lost["host"], (f"rank {lost['rank']} on {lost['host']} was lost: rank {rank}'s "
-                                            f"collective failed with {type(err).__name__}: {err}")
-    return rank, hosts.get(rank), f"{type(err).__name__}: {err}"
+                                            f"collective failed with {error_line(err)}")
+    return rank, hosts.get(rank), error_line(err)
 
 
 # how gloo names the peer of a connection that was closed or reset: "... [10.213.0.12]:41527"
