@@ -10,6 +10,7 @@ import contextlib
 import importlib.util
 import io
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -19,7 +20,7 @@ from typing import Any, Optional
 
 import torch
 
-from cifarbench.measure.peak_flops import peak_flops
+from cifarbench.measure.peak_flops import apply_math_mode, peak_flops
 
 from cli_runs import attempt, cli_run  # beside this file
 
@@ -51,7 +52,20 @@ def fit_summary(record: dict[str, Any]) -> dict[str, Any]:
             "warmup_overhead_seconds": tp.get("warmup_overhead_seconds"),
             "fetch_fraction": (record.get("data_wait") or {}).get("fetch_fraction"),
             "time_to_target_seconds": {name: c["seconds"] for name, c in (tt.get("clocks") or {}).items()},
-            "best_val_acc": record["accuracy"].get("best_val")}
+            "best_val_acc": record["accuracy"].get("best_val"),
+            "host_syncs_per_step": (record.get("measure") or {}).get("host_syncs_per_step"),
+            "framework_syncs_per_step": (record.get("measure") or {}).get("framework_syncs_per_step")}
+
+
+def host_sync_check(record: dict[str, Any]) -> str:
+    """The check's verdict on a run's steady steps: 0 waits from cifarbench's side (CUDA's sync debug mode)."""
+    syncs = record.get("measure") or {}
+    count = syncs.get("host_syncs_per_step")
+    if count is None:
+        return "not counted (no CUDA here)"
+    if count == 0:
+        return "ok: 0 host syncs per steady step"
+    return f"FAILED: {count} host syncs per steady step at {list(syncs.get('sites', {}))[:5]}"
 
 
 def synthetic_args() -> list[str]:
@@ -97,9 +111,17 @@ def check_imports(_: Context) -> dict[str, Any]:
 
 
 def check_peaks(_: Context) -> dict[str, Any]:
+    """Each precision's peak; 32-true under both math modes, each set as a `fit` with that matmul_precision sets it
+    (the process's own TF32 flags would otherwise decide which peak "32-true" gets)."""
     device = torch.device("cuda" if CUDA else "cpu")
-    return {precision: {"flops": p.flops, "source": p.source}
-            for precision in ("bf16-mixed", "16-mixed", "32-true") if (p := peak_flops(device, precision))}
+    out = {}
+    for name, precision, math in (("bf16-mixed", "bf16-mixed", "highest"), ("16-mixed", "16-mixed", "highest"),
+                                  ("32-true strict", "32-true", "highest"), ("32-true TF32", "32-true", "high")):
+        apply_math_mode(math)
+        peak = peak_flops(device, precision)
+        out[name] = {"flops": peak.flops, "source": peak.source}
+    apply_math_mode("highest")
+    return out
 
 
 PRECISIONS = {  # name -> fit flags; each also runs with channels_last
@@ -154,16 +176,31 @@ def check_ddp(ctx: Context) -> dict[str, Any]:
     divergence check's collective, Lightning's barriers, and DDP with compile."""
     ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "1"]
 
-    def run(run_id: str, flags: list[str]) -> dict[str, Any]:
-        record = cli_run("fit", [*synthetic_args(), *ddp, *flags], ctx.runs, run_id)
-        env = record["environment"]
-        return {**fit_summary(record), "strategy": env.get("strategy"), "backend": env.get("process_group_backend"),
-                "world_size": env.get("world_size"),
-                "divergence_checked_every": record["divergence"].get("check_every")}
+    def run(run_id: str, flags: list[str], env: Optional[dict[str, str]] = None) -> dict[str, Any]:
+        record = cli_run("fit", [*synthetic_args(), *ddp, *flags], ctx.runs, run_id, env=env)
+        environment = record["environment"]
+        return {**fit_summary(record), "strategy": environment.get("strategy"),
+                "backend": environment.get("process_group_backend"), "world_size": environment.get("world_size"),
+                "divergence_checked_every": record["divergence"].get("check_every"),
+                "compile_optimize_ddp": environment.get("compile_optimize_ddp")}
+
+    def compiled() -> dict[str, Any]:
+        """DDP + compile: dynamo's DDPOptimizer must split the graph at DDP's buckets (else the gradient all-reduce
+        waits for the whole backward); TORCH_LOGS=ddp_graphs prints each split, read from the run's log."""
+        row = run("ddp-compile", ["--trainer.compile", "default"], env={"TORCH_LOGS": "ddp_graphs"})
+        return row | ddp_graph_splits((ctx.runs / "ddp-compile" / "fit.log").read_text())
 
     return {"ddp, devices 1": attempt(lambda: run("ddp", [])),
-            "ddp, devices 1 + compile default": attempt(lambda: run("ddp-compile", ["--trainer.compile", "default"]))
-            if CUDA else {"skipped": CPU_COMPILE}}
+            "ddp, devices 1 + compile default": attempt(compiled) if CUDA else {"skipped": CPU_COMPILE}}
+
+
+def ddp_graph_splits(log: str) -> dict[str, Any]:
+    """What dynamo's DDPOptimizer printed under TORCH_LOGS=ddp_graphs: how many graphs it split, into how many
+    subgraphs in all."""
+    splits = log.count("---split graph---")
+    return {"ddp_graphs_split": splits, "ddp_subgraphs": len(re.findall(r"---submod_\d+ graph---", log)),
+            "ddp_graph_split_check": "ok: DDPOptimizer split the compiled graph" if splits else
+                                     "FAILED: no split graph in the log (TORCH_LOGS=ddp_graphs)"}
 
 
 def check_compile(ctx: Context) -> dict[str, Any]:
@@ -198,7 +235,8 @@ def recipe(ctx: Context, config: str, run_id: str) -> dict[str, Any]:
 
     def run() -> dict[str, Any]:
         record = cli_run("fit", flags, ctx.runs, run_id, timeout=300)
-        return {"target": TARGET, "reached_at_epoch": record["time_to_target"].get("epoch"), **fit_summary(record)}
+        return {"target": TARGET, "reached_at_epoch": record["time_to_target"].get("epoch"), **fit_summary(record),
+                "host_sync_check": host_sync_check(record)}
 
     return {run_id: attempt(run)}
 
@@ -236,35 +274,46 @@ def airbench_row(printed: str) -> dict[str, float]:
 def check_airbench_anchor(ctx: Context) -> dict[str, Any]:
     """The published `airbench` package (PyPI 0.1.8), airbench94 on the same images and GPU: one warm-up run,
     then three timed runs, each as airbench itself times and prints it. On a CPU the images are converted and
-    read back through airbench's own loader (its training needs CUDA)."""
+    read back through airbench's own loader (its training needs CUDA). In its own process: importing airbench
+    turns cudnn.benchmark on for everything after it."""
     item = "airbench 0.1.8 (PyPI), train94"
     if ctx.data is None or not ctx.data.exists():
         return {item: {"skipped": f"no CIFAR-10 copy given (--data; looked for {ctx.data})"}}
 
     def run() -> dict[str, Any]:
-        import airbench
-
-        work = airbench_files(ctx.data, Path(tempfile.mkdtemp(prefix="gpu-check-airbench-")),
-                              *((None, None) if CUDA else (1000, 500)))
-        with contextlib.chdir(work):  # airbench reads ./cifar10/{train,test}.pt
-            if not CUDA:
-                loader = airbench.CifarLoader("cifar10", train=True, batch_size=100, gpu="cpu")
-                images, labels = next(iter(loader))
-                return {"skipped": f"{NO_GPU} (airbench times with CUDA events); its loader read the converted "
-                                   f"images here: batches of {tuple(images.shape)}, {len(loader.images)} images"}
-            airbench.warmup94()
-            runs = []
-            for i in range(3):
-                printed = io.StringIO()
-                with contextlib.redirect_stdout(printed):
-                    airbench.train94(run=i)
-                runs.append(airbench_row(printed.getvalue()))
-        return {"runs": runs, "mean_seconds": sum(r["seconds"] for r in runs) / 3,
-                "mean_tta_accuracy": sum(r["tta_accuracy"] for r in runs) / 3,
-                "clock": "airbench's own: training and the final TTA evaluation; warm-up run and per-epoch "
-                         "evaluations off it"}
+        done = subprocess.run([sys.executable, __file__, "airbench-anchor", str(ctx.data)], capture_output=True,
+                              text=True, timeout=600)
+        (ctx.runs / "airbench-anchor.log").write_text(done.stdout + done.stderr)
+        if done.returncode != 0:
+            raise RuntimeError(((done.stderr or done.stdout).strip().splitlines() or ["(no output)"])[-1][-400:])
+        return json.loads(done.stdout.strip().splitlines()[-1])
 
     return {item: attempt(run)}
+
+
+def airbench_anchor(data: Path) -> dict[str, Any]:
+    """The anchor's runs, in this (its own) process."""
+    import airbench
+
+    work = airbench_files(data, Path(tempfile.mkdtemp(prefix="gpu-check-airbench-")),
+                          *((None, None) if CUDA else (1000, 500)))
+    with contextlib.chdir(work):  # airbench reads ./cifar10/{train,test}.pt
+        if not CUDA:
+            loader = airbench.CifarLoader("cifar10", train=True, batch_size=100, gpu="cpu")
+            images, labels = next(iter(loader))
+            return {"skipped": f"{NO_GPU} (airbench times with CUDA events); its loader read the converted "
+                               f"images here: batches of {tuple(images.shape)}, {len(loader.images)} images"}
+        airbench.warmup94()
+        runs = []
+        for i in range(3):
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                airbench.train94(run=i)
+            runs.append(airbench_row(printed.getvalue()))
+    return {"runs": runs, "mean_seconds": sum(r["seconds"] for r in runs) / 3,
+            "mean_tta_accuracy": sum(r["tta_accuracy"] for r in runs) / 3,
+            "clock": "airbench's own: training and the final TTA evaluation; warm-up run and per-epoch "
+                     "evaluations off it"}
 
 
 def check_perturbation(ctx: Context) -> dict[str, Any]:
@@ -281,3 +330,7 @@ def check_perturbation(ctx: Context) -> dict[str, Any]:
     medians = {f"{key}_median": arms[key]["median"]
                for key in ("hand_loop", "fit_measured", "fit_unmeasured", "b_over_a", "c_over_a", "b_over_c")}
     return {variant: {"rounds": reps, **medians}}
+
+
+if __name__ == "__main__":  # python bench/gpu_steps.py airbench-anchor DATA: the anchor in a process of its own
+    print(json.dumps(airbench_anchor(Path(sys.argv[2]))))

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import lightning as L
 import torch
+import torch._dynamo  # its config says whether DDPOptimizer splits compiled graphs (the record keeps it)
 import torch.distributed as dist
 
 from .peak_flops import precision_flags
@@ -164,7 +165,9 @@ class EnvironmentInfo(L.Callback):
         env |= {"world_size": trainer.world_size, "num_nodes": trainer.num_nodes,
                 "devices_per_node": trainer.num_devices, "accelerator": type(trainer.accelerator).__name__,
                 "strategy": lightning_class_name(trainer.strategy), "process_group_backend": backend,
-                "hostnames": sorted({r["host"] for r in ranks}), "ranks": ranks, "config": self.config}
+                "hostnames": sorted({r["host"] for r in ranks}), "ranks": ranks, "config": self.config,
+                # compile under DDP: dynamo's DDPOptimizer splits the graph at DDP's buckets when this is on
+                "compile_optimize_ddp": torch._dynamo.config.optimize_ddp}
         self.summary = env
 
 

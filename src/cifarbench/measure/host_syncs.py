@@ -261,7 +261,8 @@ class HostSyncCount(L.Callback):
                     "note": "counted on CUDA (sync debug mode) or with measure.sync_sentinel: true"}
         plain = [s for s in self.steps if not s["interval"]]
         ours = [sum(1 for c in s["calls"] if c["framework"] is None) for s in plain]
-        framework: Counter = Counter(FRAMEWORK[c["framework"]] for s in plain for c in s["calls"] if c["framework"])
+        per_step = [Counter(FRAMEWORK[c["framework"]] for c in s["calls"] if c["framework"]) for s in plain]
+        framework = {why: float(np.median([n[why] for n in per_step])) for why in set().union(*per_step)}
         sites: Counter = Counter(f"{c['call']} at {c['site']}" + (f" via {c['via']}" if c["via"] and c["via"] != c["site"]
                                                                    else "") for s in self.steps for c in s["calls"])
         interval = [len(s["calls"]) for s in self.steps if s["interval"]]
@@ -271,7 +272,7 @@ class HostSyncCount(L.Callback):
             "source": self._source,
             "host_syncs_per_step": float(np.median(ours)) if ours else None,
             "host_syncs_max_per_step": max(ours, default=None),
-            "framework_syncs_per_step": {why: n / len(plain) for why, n in framework.items()},
+            "framework_syncs_per_step": framework,  # median per step, by source
             "steady_steps": len(plain),
             "interval_steps": len(interval),
             "interval_syncs_per_step": float(np.median(interval)) if interval else None,

@@ -25,6 +25,7 @@ from ..data.module import CifarDataModule
 from ..measure import DataWait, SteadyStateThroughput
 from ..measure.clock import synced_now
 from ..measure.environment import collect_environment
+from ..measure.peak_flops import apply_math_mode
 from ..record import atomic_write_text, new_record, write_record
 from ..train.run import resolve_run_id
 from ..train.trainer import build_trainer
@@ -109,6 +110,7 @@ def profile_data(cfg: RunConfig, steps: int = 30, warmup: int = 5, sweep_workers
                                                            sweep_batch_sizes or [cfg.data.batch_size])]
     for point in points:  # every point of the sweep, before anything is measured
         check_config(point)
+    apply_math_mode(cfg.trainer.matmul_precision)  # as `fit` does: TF32 or strict fp32 decide (b) and (c)
     console = console or Console(width=None if Console().is_terminal else 160)
     run_id = resolve_run_id(replace(cfg, output=replace(cfg.output, name=f"{cfg.output.name}-profile-data")))
     run_dir = Path(cfg.output.dir).expanduser() / run_id
