@@ -46,10 +46,11 @@ def on_this_cpu(config: dict[str, Any], out: Path, run_id: str, wandb: str = "of
 
 
 def train(config: dict[str, Any], out: Path) -> dict[str, Any]:
-    """Trains ``config``: in this process on one device, through the CLI under DDP (its launcher re-runs the
-    command line); returns the record."""
+    """Trains ``config``: in this process without a process group, through the CLI with one (DDP's launcher re-runs
+    the command line, and a process group made here would leave its port in this process's environment, taken, for
+    every later DDP run to inherit); returns the record."""
     run_id = config["output"]["run_id"]
-    if config["trainer"]["devices"] * config["trainer"].get("num_nodes", 1) == 1:
+    if config["trainer"].get("strategy", "auto") == "auto":
         return fit(config_from_dict(config))[1]
     path = out / f"{run_id}.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -109,3 +109,46 @@ def test_the_airbench94_whitening_bias_stops_changing_after_its_epochs(tmp_path)
     assert not torch.equal(first, biases[0])  # trained in epoch 0
     assert torch.equal(biases[0], biases[1]) and torch.equal(biases[1], biases[2])
     assert module.net.whiten.bias.requires_grad  # what DDP wrapped stays as it was
+
+
+def test_on_cuda_each_steady_steps_sync_warnings_are_counted_and_other_warnings_still_shown(tmp_path, monkeypatch):
+    """CUDA's sync debug mode makes every synchronising call warn; a CPU has none, so a training step that raises
+    the same warning stands in for the device (the policy: counted per steady step, with its call site; any other
+    warning still reaches the user)."""
+    import warnings
+
+    import lightning as L
+
+    from cifarbench.config import DataConfig
+    from cifarbench.data import build_datamodule
+    from cifarbench.measure.host_syncs import HostSyncCount
+
+    modes = []
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+
+    class Syncing(CifarClassifier):
+        def training_step(self, batch, batch_idx):
+            warnings.warn("called a synchronizing CUDA operation")
+            warnings.warn("something else", UserWarning)
+            return super().training_step(batch, batch_idx)
+
+    count = HostSyncCount(warmup_steps=2, counter="cuda")
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, callbacks=[count], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, num_sanity_val_steps=0, enable_model_summary=False,
+                        log_every_n_steps=0)
+    data = DataConfig(source="synthetic", synthetic_train_size=700, synthetic_test_size=100, val_size=100,
+                      batch_size=100, num_workers=0)
+    with pytest.warns(UserWarning, match="something else"):
+        trainer.fit(Syncing(ModelConfig(width=4), OptimConfig()), datamodule=build_datamodule(data))
+    summary = count.summary
+    assert summary["source"].startswith("cuda") and summary["steady_steps"] == 3  # 6 steps, 2 warm-up, last apart
+    assert summary["host_syncs_per_step"] == 1 and modes[:2] == ["warn", "default"]
+    assert all("test_host_syncs.py" in site and site.endswith("(training_step)") for site in summary["sites"])
+
+
+def test_fp16_mixed_precision_on_cuda_steps_with_the_fused_optimizer():
+    """The policy that keeps GradScaler's inf check on the device (a CPU cannot run 16-mixed to count it)."""
+    from cifarbench.train.module import fused_kernels
+
+    assert fused_kernels("16-mixed", torch.device("cuda", 0)) == {"fused": True}
+    assert fused_kernels("bf16-mixed", torch.device("cuda", 0)) == fused_kernels("16-mixed", torch.device("cpu")) == {}

@@ -81,3 +81,17 @@ def test_every_shipped_combination_trains_on_this_cpu_without_a_host_wait(tmp_pa
         except (AssertionError, Exception) as err:  # every combination is tried; all failures are reported
             failures[name] = str(err)[-1500:]
     assert not failures, failures
+
+
+def test_a_failed_ranks_error_line_is_the_exceptions_type_and_first_line(tmp_path):
+    """DDP's messages run to dozens of lines whose last is generic advice: the record names the error itself."""
+    from cifarbench.callbacks.error_log import ErrorLog
+
+    try:
+        raise RuntimeError("Expected to have finished reduction in the prior iteration before starting a new one.\n"
+                           "...\nrank 1:  In addition, you can set the environment variable TORCH_DISTRIBUTED_DEBUG")
+    except RuntimeError as err:
+        ErrorLog(tmp_path).write(1, err)
+    line = "RuntimeError: Expected to have finished reduction in the prior iteration before starting a new one."
+    assert ErrorLog.read(tmp_path) == {1: line}
+    assert "Traceback" in (tmp_path / "error-rank1.log").read_text()  # the whole traceback stays in the log

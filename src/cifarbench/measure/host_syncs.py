@@ -24,7 +24,7 @@ import sys
 import traceback
 import warnings
 from collections import Counter
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, Optional
 
 import lightning as L
 import numpy as np
@@ -47,7 +47,8 @@ FRAMEWORK = {
         "Lightning 2.6 broadcasts a SIGTERM flag from rank 0 and reads it with .item() every step under DDP "
         "with more than one rank (lightning/pytorch/loops/training_epoch_loop.py)",
     ("grad_scaler.py", "_maybe_opt_step"):
-        "torch's GradScaler reads found_inf every step for 16-mixed with a non-fused optimizer",
+        "torch's GradScaler reads found_inf every step for 16-mixed with a non-fused optimizer (cifarbench uses the "
+        "fused one there: train.module.fused_kernels)",
 }
 # Calls that do not wait on CUDA although they would be counted on a CPU, by (file part, function) of a frame
 # near the call: torch.optim keeps its step counters on the host (not capturable, not fused), the DataLoader's
@@ -57,7 +58,7 @@ NOT_WAITING = (("/torch/optim/", None), ("/torch/utils/data/", None), ("/ffcv/pi
                ("/fabric/utilities/apply_func.py", "batch_to"))
 # Frames that are the machinery, not the caller: the site is the first frame outside them.
 MACHINERY = ("/torch/overrides.py", "/torch/_tensor.py", "/torch/utils/_device.py", "/torch/distributed/",
-             "/torch/cuda/", __file__)
+             "/torch/cuda/", "/warnings.py", __file__)
 
 
 def call_site(stack: list[traceback.FrameSummary]) -> tuple[str, Optional[str], Optional[tuple[str, str]]]:
@@ -157,28 +158,27 @@ class HostSyncCount(L.Callback):
     for the record: ``host_syncs_per_step`` (cifarbench's, median over the steady steps that are not interval
     steps), ``framework_syncs_per_step`` (by source), the interval steps' counts, and every call site.
 
-    ``sentinel``: count with :class:`SyncSentinel` on whatever device (slow); otherwise CUDA's sync debug mode
-    on a GPU, and nothing elsewhere (the summary says so).
+    ``counter``: "sentinel" counts with :class:`SyncSentinel` on whatever device (slow); "cuda" with CUDA's sync
+    debug mode; "auto" with the latter on a GPU and not at all elsewhere (the summary says so).
     """
 
-    def __init__(self, warmup_steps: int = 0, sentinel: bool = False):
-        self.warmup_steps, self.sentinel = warmup_steps, sentinel
+    def __init__(self, warmup_steps: int = 0, counter: Literal["auto", "sentinel", "cuda"] = "auto"):
+        self.warmup_steps, self.counter = warmup_steps, counter
         self.summary: dict[str, Any] = {"host_syncs_per_step": None, "source": None}
         self.steps: list[dict[str, Any]] = []  # one per steady step: {"interval": bool, "calls": [...]}
         self._mode: Optional[SyncSentinel] = None
         self._warnings: Optional[warnings.catch_warnings] = None
-        self._caught: list = []
         self._seen = 0  # training steps started
         self._opened_at_epoch_start = False
         self._source: Optional[str] = None
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         device = trainer.strategy.root_device
-        if self.sentinel:
+        if self.counter == "sentinel":
             self._source = "sentinel: calls that would block the host on a GPU, counted on " + device.type
             self._mode = SyncSentinel(device, self._record)
             self._mode.__enter__()
-        elif device.type == "cuda":
+        elif self.counter == "cuda" or device.type == "cuda":
             self._source = "cuda: torch.cuda.set_sync_debug_mode('warn') over each steady step"
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
@@ -235,9 +235,18 @@ class HostSyncCount(L.Callback):
         if self._mode is not None:
             self._mode.active = True
         elif self._source is not None:
-            self._warnings = warnings.catch_warnings(record=True)
-            self._caught = self._warnings.__enter__()
-            warnings.simplefilter("always")
+            self._warnings = warnings.catch_warnings()
+            self._warnings.__enter__()
+            warnings.simplefilter("always")  # every sync, not the first per line
+            shown = warnings.showwarning
+
+            def show(message, category, filename, lineno, *rest):  # called where the warning is raised
+                if "synchronizing" in str(message):
+                    self._record("cuda sync", traceback.extract_stack()[:-1])
+                else:  # not ours to swallow
+                    shown(message, category, filename, lineno, *rest)
+
+            warnings.showwarning = show
             torch.cuda.set_sync_debug_mode("warn")
 
     def _stop(self) -> None:
@@ -245,15 +254,8 @@ class HostSyncCount(L.Callback):
             self._mode.active = False
         if self._warnings is not None:
             torch.cuda.set_sync_debug_mode("default")
-            self._warnings.__exit__(None, None, None)
+            self._warnings.__exit__(None, None, None)  # puts showwarning and the filters back
             self._warnings = None
-            for w in self._caught:
-                if "synchronizing" in str(w.message) and self.steps:
-                    site = f"{w.filename.split('/site-packages/')[-1]}:{w.lineno}"
-                    self.steps[-1]["calls"].append({"call": "cuda sync", "site": site, "via": None,
-                                                    "framework": None})
-                else:  # not ours to swallow
-                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
     def _summarise(self) -> dict[str, Any]:
         if self._source is None:

@@ -96,7 +96,7 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
                        phases=phases, untimed_warmup=m.untimed_warmup_steps > 0)
     data_wait = DataWait(m.warmup_steps, profiler=phases) if m.per_step else None
     divergence = DivergenceGuard(m.divergence_check_every or log_every) if m.per_step else None
-    host_syncs = HostSyncCount(m.warmup_steps, sentinel=m.sync_sentinel)
+    host_syncs = HostSyncCount(m.warmup_steps, counter="sentinel" if m.sync_sentinel else "auto")
     env = EnvironmentInfo()  # the config sits at the record's top level
     loggers = build_loggers(cfg, run_id, run_dir, restart=len(attempts) - 1)
 
