@@ -139,7 +139,7 @@ def test_on_cuda_each_steady_steps_sync_warnings_are_counted_and_other_warnings_
     data = DataConfig(source="synthetic", synthetic_train_size=700, synthetic_test_size=100, val_size=100,
                       batch_size=100, num_workers=0)
     with pytest.warns(UserWarning, match="something else"):
-        trainer.fit(Syncing(ModelConfig(width=4), OptimConfig()), datamodule=build_datamodule(data))
+        trainer.fit(Syncing(ModelConfig(width=4), OptimConfig()), datamodule=build_datamodule(data, seed=0))
     summary = count.summary
     assert summary["source"].startswith("cuda") and summary["steady_steps"] == 3  # 6 steps, 2 warm-up, last apart
     assert summary["host_syncs_per_step"] == 1 and modes[:2] == ["warn", "default"]

@@ -12,6 +12,7 @@ import yaml
 
 from cifarbench.checks import check_config
 from cifarbench.cluster.matrix import load_matrix
+from cifarbench.config import RunConfig
 from cifarbench.config_parser import config_from_dict
 from cifarbench.errors import CifarbenchError
 from conftest import REPO, run_cli
@@ -32,9 +33,9 @@ def shipped() -> dict[str, dict[str, Any]]:
     return out
 
 
-def value(config: dict[str, Any], dotted: str) -> Any:
+def value(config: RunConfig, dotted: str) -> Any:
     section, field = dotted.split(".")
-    return config_from_dict(config).__dict__[section].__dict__[field]
+    return getattr(getattr(config, section), field)
 
 
 def cases(out: Path) -> tuple[dict[str, dict], dict[str, str]]:
@@ -45,11 +46,11 @@ def cases(out: Path) -> tuple[dict[str, dict], dict[str, str]]:
         slug = name.replace("/", "-")
         config = on_this_cpu(config, out, slug, wandb="disabled")
         try:
-            check_config(config_from_dict(config))
+            check_config(parsed := config_from_dict(config))
         except CifarbenchError as err:
             refused[name] = str(err)
             continue
-        marks = {("shape", tuple(value(config, k) for k in SHAPE))} | {(k, value(config, k)) for k in KNOBS}
+        marks = {("shape", tuple(value(parsed, k) for k in SHAPE))} | {(k, value(parsed, k)) for k in KNOBS}
         if not marks <= seen:
             seen |= marks
             to_train[name] = config
@@ -57,17 +58,18 @@ def cases(out: Path) -> tuple[dict[str, dict], dict[str, str]]:
 
 
 def test_every_shipped_run_is_covered_and_each_refusal_is_one_line_before_any_work(tmp_path):
+    runs = shipped()
     to_train, refused = cases(tmp_path)
-    assert len(shipped()) > 50 and not set(to_train) & set(refused)
+    assert len(runs) > 50 and not set(to_train) & set(refused)
     assert {"configs/airbench94", "configs/fast", "configs/seed", "configs/resnet9"} <= set(to_train)
     # e.g. 16-mixed and the CUDA-graph compile modes on a CPU; each distinct reason once, through the CLI
-    for name, reason in {reason: name for name, reason in refused.items()}.items():
-        config = on_this_cpu(shipped()[reason], tmp_path, "refused", wandb="offline")
+    for reason, name in {reason: name for name, reason in refused.items()}.items():
+        config = on_this_cpu(runs[name], tmp_path, "refused", wandb="offline")
         path = tmp_path / "refused.yaml"
         path.write_text(yaml.safe_dump(config))
         done = run_cli("fit", "-c", str(path), timeout=120)
         lines = done.stdout.strip().splitlines()
-        assert done.returncode == 2 and lines == [f"cifarbench: error: {name}"], done.stdout[-2000:]
+        assert done.returncode == 2 and lines == [f"cifarbench: error: {reason}"], done.stdout[-2000:]
         assert not (tmp_path / "refused").exists()  # no run directory, no W&B run
 
 
