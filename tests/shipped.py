@@ -25,12 +25,14 @@ def recipe(name: str) -> dict[str, Any]:
 def on_this_cpu(config: dict[str, Any], out: Path, run_id: str, wandb: str = "offline") -> dict[str, Any]:
     """``config`` as shipped, on this CPU and at seconds' size: generated images (600-700 training images, batches
     of 50), an 8-wide network, 2 epochs (airbench94's whitening bias frozen after the first), at most 2 devices on
-    one node (DDP as shipped, or DDP when the shipped run had several devices), the sync sentinel on."""
+    one node (DDP as shipped, or DDP when the shipped run had several devices), loggers writing every 5 steps, the
+    sync sentinel on."""
     c = copy.deepcopy(config)
     t, m, d = (c.setdefault(key, {}) for key in ("trainer", "model", "data"))
     devices = t.get("devices", 1) if isinstance(t.get("devices", 1), int) else 1
     world = min(devices * t.get("num_nodes", 1), 2)
-    t |= {"accelerator": "cpu", "devices": world, "num_nodes": 1, "epochs": 2, "checkpoint": False}
+    t |= {"accelerator": "cpu", "devices": world, "num_nodes": 1, "epochs": 2, "checkpoint": False,
+          "log_every_n_steps": 5}  # steps after a logging step within an epoch: Lightning's cached metrics then
     if world > 1 and t.get("strategy", "auto") == "auto":
         t["strategy"] = "ddp"
     m["width"] = 8

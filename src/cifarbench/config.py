@@ -174,6 +174,7 @@ class TrainerConfig:
     seed: Seed = 1
     checkpoint: bool = True  # keep checkpoints/last.ckpt
     checkpoint_every_n_epochs: PositiveInt = 1  # write it every N epochs (and at the last); each write is timed, off the steady clock
+    log_every_n_steps: Optional[PositiveInt] = None  # steps between logger writes (each reads the step's metrics on the host); None: 50, at most an epoch
 
     def world_size(self) -> int:
         """Training processes of the job: devices per node x nodes."""

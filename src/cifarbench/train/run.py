@@ -85,7 +85,7 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
     trained, scaling = at_scale(cfg)
     module = CifarClassifier(cfg.model, trained.optim, cfg.trainer.channels_last, cfg.trainer.compile)
     datamodule = build_datamodule(trained.data, seed=cfg.trainer.seed)
-    m, log_every = cfg.measure, min(50, train_steps_per_epoch(trained))
+    m, log_every = cfg.measure, cfg.trainer.log_every_n_steps or min(50, train_steps_per_epoch(trained))
     phases = build_profiler(cfg, run_id, run_dir)
     warmup = UntimedWarmup(m.untimed_warmup_steps, trained.data.batch_size, eval_batch_sizes(trained),
                            cfg.model.num_classes)
