@@ -4,6 +4,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -82,11 +83,22 @@ def test_hostile_run_ids_and_names_are_refused(tmp_path):
     assert result.returncode == 2 and "output.run_id" in result.stdout and not list(tmp_path.rglob("PWNED*"))
 
 
-def test_tiny_matrix_on_a_real_slurm_cluster(tmp_path, slurm_cluster):
+def test_tiny_matrix_on_a_real_slurm_cluster_in_the_environment_its_setup_lines_activate(tmp_path, slurm_cluster):
+    """The shipped tiny matrix with a cluster set-up line (slurm.setup) that activates the project's venv, and jobs
+    told to run `python` (--python): with no venv on the submitter's PATH, srun finds cifarbench's Python only
+    because the line ran before it, and each record names that environment."""
     assert shutil.which("sbatch")
-    result = run_cli("submit", "bench/matrices/tiny-cpu.yaml", "--output_dir", str(tmp_path), timeout=120,
-                     env={"SLURM_CONF": slurm_cluster})
+    venv = Path(sys.executable).parent.parent
+    spec = yaml.safe_load((REPO / "bench/matrices/tiny-cpu.yaml").read_text())
+    spec |= {"base": str(REPO / "bench/configs/smoke.yaml"), "slurm": {"setup": [f"source {venv}/bin/activate"]}}
+    matrix = tmp_path / "tiny-cpu.yaml"
+    matrix.write_text(yaml.safe_dump(spec))
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if not p.startswith(str(venv)))
+    result = run_cli("submit", str(matrix), "--output_dir", str(tmp_path), "--python", "python", timeout=120,
+                     env={"SLURM_CONF": slurm_cluster, "PATH": path, "VIRTUAL_ENV": ""})
     assert result.returncode == 0, result.stdout[-2000:]
+    script = next((tmp_path / "tiny-cpu" / "scripts").glob("*.sbatch")).read_text()
+    assert script.index(f"eval 'source {venv}/bin/activate'") < script.index("srun python -m cifarbench")
     results = Path(last_line(result))
     jobs = load_jobs(results)
     assert len(jobs) == 3
@@ -96,10 +108,12 @@ def test_tiny_matrix_on_a_real_slurm_cluster(tmp_path, slurm_cluster):
         record = read_record(results / run_id / "record.json")
         assert record["status"] in ("completed", "not-reached"), (run_id, record["error"])
         assert record["environment"]["slurm"]["SLURM_JOB_ID"] == job
+        assert record["environment"]["variables"]["VIRTUAL_ENV"] == str(venv)
+        assert record["environment"]["executable"] == f"{venv}/bin/python"
         assert record["environment"]["world_size"] == record["config"]["trainer"]["devices"]
     ddp = read_record(results / "tiny-cpu-pathdevice-devices2-seed1" / "record.json")
     assert ddp["environment"]["world_size"] == 2 and len(ddp["throughput"]["per_rank_images_per_sec"]) == 2
-    status = run_cli("status", "bench/matrices/tiny-cpu.yaml", "--output_dir", str(tmp_path), timeout=120,
+    status = run_cli("status", str(matrix), "--output_dir", str(tmp_path), timeout=120,
                      env={"SLURM_CONF": slurm_cluster})
     assert status.stdout.count("COMPLETED") == 3
 
@@ -300,3 +314,35 @@ def test_an_attempt_killed_by_the_requeue_before_it_could_write_its_end_is_preem
     assert started == first["started_at"] and attempts[0]["outcome"] == "preempted"
     monkeypatch.setenv("SLURM_JOB_ID", "78")  # another job resuming the run (cifarbench submit again): not known
     assert earlier_attempts(run_dir, "r", resuming=True)[1][0]["outcome"] == "running"
+
+
+@pytest.mark.parametrize("setup, message", [
+    ("module load cuda", "slurm.setup='module load cuda': a list of shell lines"),
+    (["module load cuda\nrm -rf ~"], "slurm.setup='module load cuda\\nrm -rf ~': one line each"),
+    ([""], "slurm.setup=['']: a list of shell lines"),
+])
+def test_bad_setup_lines_are_one_line_before_anything_is_written(tmp_path, setup, message):
+    spec = yaml.safe_load((REPO / "bench/matrices/tiny-cpu.yaml").read_text())
+    spec |= {"base": str(REPO / "bench/configs/smoke.yaml"), "slurm": {"setup": setup}}
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text(yaml.safe_dump(spec))
+    result = run_cli("submit", str(matrix), "--output_dir", str(tmp_path / "out"), "--dry_run", "true", timeout=60)
+    lines = result.stdout.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"cifarbench: error: {message}"), lines
+    assert not (tmp_path / "out").exists()
+
+
+def test_setup_lines_run_in_the_jobs_shell_and_cannot_reshape_the_script(tmp_path):
+    """Each line is eval'ed from its quoted text: an activated environment stays for srun, and quotes, semicolons
+    or a comment in a line stay inside that line."""
+    matrix = load_matrix(REPO / "bench/matrices/tiny-cpu.yaml", results_root=str(tmp_path))
+    lines = ["export A='x y'; B=$A", "# set -e is kept", 'test -z "${UNSET_IN_SETUP}"']
+    script = render(matrix.runs[0], matrix, tmp_path, tmp_path / "c.yaml", python="py",
+                    overrides={"setup": lines})
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text('#!/bin/bash\nprintf "%s|%s\\n" "$A" "$B" > "$OUT"\n')
+    (bin_dir / "srun").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": str(tmp_path / "out"), "SLURM_JOB_ID": "1"}
+    subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, check=True, timeout=30)
+    assert (tmp_path / "out").read_text() == "x y|\n"  # B was set in the same line, not exported

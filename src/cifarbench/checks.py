@@ -7,6 +7,7 @@ learns in a second what a sweep would otherwise tell them after queueing and loa
 from __future__ import annotations
 
 import netrc
+import importlib.util
 import os
 import socket
 from dataclasses import fields, is_dataclass
@@ -134,6 +135,9 @@ def check_data(cfg: RunConfig) -> None:
     if d.source == "folder" and not root.exists():
         raise ConfigError("data.root", d.root, "no such file or directory; give a directory or .tar.gz of "
                           "train/<class>/*.jpg + test/<class>/*.jpg")
+    if d.source == "torchvision" and importlib.util.find_spec("torchvision") is None:
+        raise ConfigError("data.source", d.source, "needs the torchvision package, built for your torch (pip install "
+                          "torchvision, or cifarbench[vision]); or use data.source=folder or synthetic")
     if d.source == "torchvision" and not d.download and not (root / "cifar-10-batches-py").is_dir():
         raise ConfigError("data.root", d.root, "holds no cifar-10-batches-py; set data.download=true to fetch CIFAR-10 there")
     if d.source == "folder":

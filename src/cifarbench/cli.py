@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from jsonargparse.typing import NonNegativeInt, PositiveInt
 
 from .config import Port
 from .config_parser import check_config_files, config_parser, explain_argument_error, run_config
-from .errors import CifarbenchError
+from .errors import CifarbenchError, ConfigError
 from .cluster.signals import hold_requeue_signal
 
 SUBMIT_OVERRIDES = ("partition", "account", "qos", "time", "cpus_per_task", "signal_seconds")  # over the matrix's slurm:
@@ -55,6 +56,10 @@ def build_parser() -> ArgumentParser:
     for key in SUBMIT_OVERRIDES:  # #SBATCH values: checked as plain tokens (and times) when rendered, before sbatch
         kind = Optional[PositiveInt] if key in ("cpus_per_task", "signal_seconds") else Optional[str]
         submit.add_argument(f"--{key}", type=kind, default=None, help="overrides the matrix's slurm section")
+    submit.add_argument("--setup", type=Optional[list[str]], default=None,
+                        help="shell lines run before srun (module load, conda activate), in place of slurm.setup")
+    submit.add_argument("--python", type=Optional[str], default=None,
+                        help="the interpreter the jobs run cifarbench with (default: this one)")
     subcommands.add_subcommand("submit", submit)
     for name, text in (("status", "Each run's Slurm state and record status."), ("cancel", "Cancel the matrix's jobs.")):
         sub = ArgumentParser(description=text, exit_on_error=False)
@@ -110,6 +115,9 @@ def execute(command: str, args) -> tuple[Optional[str], int]:
     if command in ("submit", "status", "cancel"):
         return slurm_command(command, args)
     if command == "analyze":
+        if importlib.util.find_spec("pytorch_grad_cam") is None:
+            raise CifarbenchError("analyze: needs grad-cam and torchvision, built for your torch (pip install "
+                                  "cifarbench[analyze])")
         from .tools.analyze import analyze
 
         checkpoint = Path(args.checkpoint) if args.checkpoint else None
@@ -193,12 +201,15 @@ def slurm_command(command: str, args) -> tuple[Optional[str], int]:
     matrix = load_matrix(args.file, results_root=root)
     results = root / matrix.name
     if command == "submit":
+        if args.python is not None and not args.python.strip():
+            raise ConfigError("--python", args.python, "the path or name of a Python interpreter, e.g. python3")
+        sbatch.setup_lines(args.setup if args.setup is not None else matrix.slurm.get("setup") or [])  # before any file
         validate_runs(matrix, on_this_machine=False)
         for run in matrix.runs:
             if run.error:
                 print(f"skipped {run.run_id}: {run.error}", file=sys.stderr)
-        overrides = {k: getattr(args, k) for k in SUBMIT_OVERRIDES if getattr(args, k) is not None}
-        scripts = sbatch.write_scripts(matrix, results, overrides)
+        overrides = {k: getattr(args, k) for k in (*SUBMIT_OVERRIDES, "setup") if getattr(args, k) is not None}
+        scripts = sbatch.write_scripts(matrix, results, overrides, python=args.python or sys.executable)
         if args.dry_run:
             for path in scripts.values():
                 print(f"# ---- {path}\n{path.read_text()}")
@@ -226,7 +237,6 @@ def slurm_command(command: str, args) -> tuple[Optional[str], int]:
 
 
 def check_output_dir(output_dir: str) -> None:
-    from .errors import ConfigError
     from .record import writable
 
     if not writable(Path(output_dir).expanduser()):

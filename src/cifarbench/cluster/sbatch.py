@@ -28,7 +28,7 @@ JOBS_FILE = "slurm-jobs.json"
 PLAIN_TOKEN = re.compile(r"^[A-Za-z0-9_.:@%+=-]+$")
 TIME = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$")
 LIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "RESIZING", "SUSPENDED"}
-SLURM_KEYS = {"partition", "account", "qos", "time", "cpus_per_task", "constraint", "signal_seconds"}
+SLURM_KEYS = {"partition", "account", "qos", "time", "cpus_per_task", "constraint", "signal_seconds", "setup"}
 
 
 def directive_value(field: str, value: Any) -> str:
@@ -51,6 +51,7 @@ def render(run: MatrixRun, matrix: Matrix, results_dir: Path, config_path: Path,
     for key in ("cpus_per_task", "signal_seconds"):
         if not str(slurm[key]).isdigit() or int(slurm[key]) < 1:
             raise ConfigError(f"slurm.{key}", slurm[key], "must be a whole number of at least 1")
+    setup = setup_lines(slurm.get("setup") or [])
     trainer = run.config.get("trainer", {})
     devices, nodes = int(trainer.get("devices", 1)), int(trainer.get("num_nodes", 1))
     optional = []
@@ -64,20 +65,37 @@ def render(run: MatrixRun, matrix: Matrix, results_dir: Path, config_path: Path,
         run_id=directive_value("output.run_id", run.run_id), matrix=directive_value("matrix.name", matrix.name),
         nodes=nodes, tasks_per_node=devices, cpus_per_task=directive_value("slurm.cpus_per_task", slurm["cpus_per_task"]),
         time=slurm["time"], signal_seconds=directive_value("slurm.signal_seconds", slurm["signal_seconds"]),
-        optional_directives="\n".join(optional), results_dir=shlex.quote(str(results_dir.resolve())),
+        optional_directives="\n".join(optional), results_dir=shlex.quote(str(results_dir.resolve())), setup=setup,
         python=shlex.quote(python), config=shlex.quote(str(config_path.resolve())),
     )
 
 
-def write_scripts(matrix: Matrix, results_dir: Path, overrides: Optional[dict[str, Any]] = None) -> dict[str, Path]:
-    """Writes each valid run's config and script; returns run id -> script path."""
+def setup_lines(lines: Any) -> str:
+    """``slurm.setup``: the cluster's own set-up (``module load``, ``conda activate``, ``source venv/bin/activate``)
+    as script lines before ``srun``. Each is one line of shell, run by ``eval`` of its shell-quoted text: it runs
+    in the job's shell (an activated environment stays active for srun) and cannot end or reshape the script
+    around it. ``set -u`` is off meanwhile: activation scripts read unset variables."""
+    if not isinstance(lines, list) or not all(isinstance(line, str) and line.strip() for line in lines):
+        raise ConfigError("slurm.setup", lines, "a list of shell lines, e.g. ['module load cuda/12.4', "
+                          "'source ~/envs/bench/bin/activate']")
+    if bad := next((line for line in lines if "\n" in line or "\r" in line or "\0" in line), None):
+        raise ConfigError("slurm.setup", bad, "one line each: give several lines as several entries")
+    if not lines:
+        return "# no cluster set-up (slurm.setup / submit --setup)"
+    return "\n".join(["set +u  # slurm.setup: activation scripts often read unset variables",
+                      *(f"eval {shlex.quote(line)}" for line in lines), "set -u"])
+
+
+def write_scripts(matrix: Matrix, results_dir: Path, overrides: Optional[dict[str, Any]] = None,
+                  python: str = sys.executable) -> dict[str, Path]:
+    """Writes each valid run's config and script (jobs run cifarbench with ``python``); returns run id -> path."""
     scripts = {}
     for run in matrix.runs:
         if run.error:
             continue
         config = write_run_config(results_dir, run)
         path = results_dir / "scripts" / f"{run.run_id}.sbatch"
-        atomic_write_text(path, render(run, matrix, results_dir, config, overrides=overrides))
+        atomic_write_text(path, render(run, matrix, results_dir, config, python=python, overrides=overrides))
         scripts[run.run_id] = path
     return scripts
 

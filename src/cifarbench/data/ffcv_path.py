@@ -27,8 +27,9 @@ from .sources import prepare_source
 
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
-INSTALL_HINT = ("the ffcv package is not installed; run `bash scripts/setup.sh`, which installs pkg-config, "
-                "libopencv-dev and libturbojpeg0-dev with apt-get and then builds ffcv with pip")
+INSTALL_HINT = ("the ffcv package is not installed; it builds against OpenCV and libjpeg-turbo found by pkg-config "
+                "(apt-get install pkg-config libopencv-dev libturbojpeg0-dev as root, or conda install -c conda-forge "
+                "pkg-config opencv libjpeg-turbo), then `pip install cifarbench[ffcv]` or `bash scripts/setup.sh`")
 
 
 def require_ffcv() -> None:
@@ -152,9 +153,22 @@ def random_cutout(size: int, prob: float, fill: tuple[int, int, int]):
     return RandomCutout()
 
 
+class Normalise(torch.nn.Module):
+    """The CIFAR normalisation of a float NCHW batch of 0..255 pixels, as the last operation of FFCV's pipeline
+    (FFCV runs torch Modules there). Two tensor ops: torchvision's Normalize would make torchvision, which
+    cifarbench keeps optional, a requirement of the FFCV path."""
+
+    def __init__(self, device: torch.device):
+        super().__init__()
+        self.mean = torch.tensor([m * 255 for m in CIFAR_MEAN], device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor([s * 255 for s in CIFAR_STD], device=device).view(1, 3, 1, 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.mean) / self.std
+
+
 def image_pipeline(cfg: Optional[DataConfig], device: torch.device) -> list:
     """Decode, [translate, flip, cutout,] to a float NCHW tensor on ``device``, normalise."""
-    import torchvision.transforms.v2 as T
     from ffcv.fields.decoders import SimpleRGBImageDecoder
     from ffcv.transforms import Convert, RandomHorizontalFlip, RandomTranslate, ToDevice, ToTensor, ToTorchImage
 
@@ -164,7 +178,7 @@ def image_pipeline(cfg: Optional[DataConfig], device: torch.device) -> list:
                 RandomHorizontalFlip(0.0 if cfg.alternating_flip else cfg.flip_prob),  # else LazyEpochs flips
                 random_cutout(cfg.cutout_size, cfg.cutout_prob, MEAN_PIXEL_U8)]
     return ops + [ToTensor(), ToDevice(device, non_blocking=True), ToTorchImage(channels_last=False),
-                  Convert(torch.float32), T.Normalize([m * 255 for m in CIFAR_MEAN], [s * 255 for s in CIFAR_STD])]
+                  Convert(torch.float32), Normalise(device)]
 
 
 class LazyEpochs:

@@ -9,6 +9,7 @@ import os
 import platform
 import socket
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -31,13 +32,15 @@ def collect_environment() -> dict[str, Any]:
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
         "python": platform.python_version(),
+        "executable": sys.executable,  # which environment ran it (a cluster's venv, conda env or module)
         "cpu": {"model": cpu_model(), "logical_cores": os.cpu_count(), "torch_threads": torch.get_num_threads()},
         "gpu": gpu_info(),
         "versions": {name: _version(name) for name in LIBRARIES},
         "git": git_revision(),
         "slurm": {k: os.environ[k] for k in SLURM_VARIABLES if k in os.environ} or None,
         "variables": {k: v for k, v in sorted(os.environ.items())
-                      if k.startswith("NCCL_") or k in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")},
+                      if k.startswith("NCCL_") or k in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "VIRTUAL_ENV",
+                                                         "CONDA_PREFIX", "CONDA_DEFAULT_ENV")},
         "precision_flags": precision_flags(),
     }
 
