@@ -297,6 +297,7 @@ def test_missing_ffcv_install_says_how_to_install(tmp_path):
             f"sys.exit(main(['fit', '-c', 'bench/configs/smoke.yaml', '--data.path', 'ffcv', '--output.dir', '{tmp_path}']))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 2
-    assert result.stderr.startswith("cifarbench: error: data.path='ffcv': the ffcv package is not installed; run "
-                                    "`bash scripts/setup.sh`")
+    assert result.stderr.startswith("cifarbench: error: data.path='ffcv': the ffcv package is not installed; it "
+                                    "builds against OpenCV and libjpeg-turbo found by pkg-config")
+    assert "conda install -c conda-forge" in result.stderr and "pip install cifarbench[ffcv]" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -1,6 +1,7 @@
-"""`cifarbench submit/status/cancel`: one sbatch script per matrix run, from the template in slurm/.
+"""`cifarbench submit/status/cancel`: one sbatch script per matrix run.
 
-Scripts are rendered with ``string.Template`` from ``slurm/run.sbatch`` (readable and editable). Values
+Scripts are rendered with ``string.Template`` from ``run.sbatch`` beside this file (readable and editable; package
+data, so a plain ``pip install`` has it too). Values
 that reach the shell (paths, the Python executable) are quoted with ``shlex.quote``; values that go into
 ``#SBATCH`` lines must be plain tokens, or the render refuses them, so no run id, name or path can
 execute anything. Jobs are submitted with the results directory as working directory, so logs land in
@@ -23,7 +24,7 @@ from .matrix import Matrix, MatrixRun
 from ..record import RESULT_STATUSES, atomic_write_text, mark_abandoned
 from .runner import record_status, write_run_config
 
-TEMPLATE = Path(__file__).resolve().parents[3] / "slurm" / "run.sbatch"
+TEMPLATE = Path(__file__).resolve().parent / "run.sbatch"
 JOBS_FILE = "slurm-jobs.json"
 PLAIN_TOKEN = re.compile(r"^[A-Za-z0-9_.:@%+=-]+$")
 TIME = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$")
