@@ -76,7 +76,8 @@ def test_pip_install_into_an_environment_with_its_own_torch_keeps_it_and_runs_th
         record = json.loads((out / run_id / "record.json").read_text())
         assert record["status"] in ("completed", "not-reached"), record["error"]
         assert record["environment"]["versions"]["torch"].startswith(OTHER_TORCH.split("+")[0])
-        assert record["environment"]["executable"] == f"{venv}/bin/python" and record["environment"]["world_size"] == world
+        assert Path(record["environment"]["executable"]).parent == venv / "bin"
+        assert record["environment"]["world_size"] == world
     report = as_user(home, f"{cli} report {out}", home / "checkout", timeout=600)
     assert report.returncode == 0 and report.stdout.strip().splitlines()[-1].endswith("report.html"), report.stdout[-3000:]
 
