@@ -41,6 +41,15 @@ def tiny_config(out_dir: Path, **sections) -> RunConfig:
     return cfg
 
 
+@pytest.fixture(autouse=True)
+def no_wandb_service_for_child_processes():
+    """A W&B run made in this process leaves its service's address in the environment (WANDB_SERVICE), which every
+    later child process inherits: a CLI run, a Slurm job in another network namespace, another user's process would
+    all try to reach that service. Each test's children start their own."""
+    yield
+    os.environ.pop("WANDB_SERVICE", None)
+
+
 @pytest.fixture
 def cifar_tarball() -> Path:
     if not CIFAR_TARBALL.exists():
