@@ -20,7 +20,6 @@ torch make by themselves, with no cifarbench frame on the stack, is named in :da
 
 from __future__ import annotations
 
-import sys
 import traceback
 import warnings
 from collections import Counter
