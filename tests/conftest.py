@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,18 @@ from cifarbench.config import DataConfig, MeasureConfig, ModelConfig, OutputConf
 REPO = Path(__file__).resolve().parents[1]
 CIFAR_TARBALL = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 CLI = str(Path(sys.executable).parent / "cifarbench")
+
+
+def copy_tree(dest: Path) -> Path:
+    """The working tree's files that git does not ignore (no .venv, no results), copied into ``dest``: what a fresh
+    clone, or the GPU machine, gets."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
+                           check=True).stdout.split(b"\0")
+    for name in filter(None, (f.decode() for f in files)):
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    return dest
 
 
 def tiny_config(out_dir: Path, **sections) -> RunConfig:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tarfile
 
-from conftest import REPO
+from conftest import REPO, copy_tree
 
 CIFAR10 = REPO.parent / "shared/data/cifar10-jpeg.tar.gz"
 
@@ -18,13 +18,7 @@ CIFAR10 = REPO.parent / "shared/data/cifar10-jpeg.tar.gz"
 def carried_tree(tmp_path):
     """What travels to the GPU machine: the working tree's files that git does not ignore (no .venv), with the
     locked wheels for this machine's Python and the CIFAR-10 copy added by scripts/gpu-wheels.sh."""
-    tree = tmp_path / "tree"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
-                           check=True).stdout.split(b"\0")
-    for name in filter(None, (f.decode() for f in files)):
-        if (REPO / name).is_file():
-            (tree / name).parent.mkdir(parents=True, exist_ok=True)
-            (tree / name).write_bytes((REPO / name).read_bytes())
+    tree = copy_tree(tmp_path / "tree")
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     done = subprocess.run(["bash", "scripts/gpu-wheels.sh"], cwd=tree, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "GPU_PYTHON": version, "CIFAR10": str(CIFAR10)})

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, copy_tree
 
 USER = "cifarbench-user"
 OTHER_TORCH = "2.13.0+cpu"  # pip serves this wheel from the machine's disk: a second torch, not the one make test uses
@@ -28,12 +28,7 @@ def home():
         except KeyError:
             subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", USER], check=True)
     work = Path(tempfile.mkdtemp(prefix="cifarbench-user-", dir="/tmp"))
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
-                           check=True).stdout.split(b"\0")
-    for name in filter(None, (f.decode() for f in files)):
-        if (REPO / name).is_file():
-            (work / "checkout" / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, work / "checkout" / name)
+    copy_tree(work / "checkout")
     if os.geteuid() == 0:
         subprocess.run(["chown", "-R", USER, str(work)], check=True)
     yield work

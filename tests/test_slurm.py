@@ -346,3 +346,12 @@ def test_setup_lines_run_in_the_jobs_shell_and_cannot_reshape_the_script(tmp_pat
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": str(tmp_path / "out"), "SLURM_JOB_ID": "1"}
     subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, check=True, timeout=30)
     assert (tmp_path / "out").read_text() == "x y|\n"  # B was set in the same line, not exported
+
+
+def test_an_empty_python_for_the_jobs_is_one_line_before_anything_is_written(tmp_path):
+    result = run_cli("submit", "bench/matrices/tiny-cpu.yaml", "--output_dir", str(tmp_path / "out"), "--python", " ",
+                     "--dry_run", "true", timeout=60)
+    lines = result.stdout.strip().splitlines()
+    assert result.returncode == 2 and lines == ["cifarbench: error: --python=' ': the path or name of a Python "
+                                                "interpreter, e.g. python3"], lines
+    assert not (tmp_path / "out").exists()

@@ -11,6 +11,14 @@ from lightning.pytorch.utilities import rank_zero_warn
 from .config import RunConfig
 
 
+def loggers_write_this_step(trainer) -> bool:
+    """Lightning's rule for the step about to run reaching the loggers (``log_every_n_steps``, or the last step):
+    the module logs its step metrics only then, and the host-sync count treats those steps apart, since the
+    loggers read the metrics on the host there."""
+    every = trainer.log_every_n_steps
+    return every > 0 and ((trainer.global_step + 1) % every == 0 or trainer.should_stop)
+
+
 class PreemptibleWandbLogger(WandbLogger):
     """Lightning's WandbLogger, closing its run cleanly when Lightning checkpoints for a Slurm requeue.
 

@@ -31,6 +31,8 @@ import torch
 import torch.distributed as dist
 from torch.overrides import TorchFunctionMode
 
+from ..loggers import loggers_write_this_step
+
 # Tensor methods that copy a device tensor's value to the host (each waits for the device on CUDA).
 READS = {torch.Tensor.item, torch.Tensor.__bool__, torch.Tensor.tolist, torch.Tensor.numpy, torch.Tensor.cpu,
          torch.Tensor.__float__, torch.Tensor.__int__, torch.Tensor.__index__}
@@ -216,8 +218,8 @@ class HostSyncCount(L.Callback):
         if self._source is None or self._seen < self.warmup_steps:
             return
         last = batch_idx + 1 == trainer.num_training_batches
-        logs = trainer.log_every_n_steps > 0 and (trainer.global_step + 1) % trainer.log_every_n_steps == 0
-        self.steps.append({"step": trainer.global_step, "interval": last or logs, "calls": []})
+        self.steps.append({"step": trainer.global_step, "interval": last or loggers_write_this_step(trainer),
+                           "calls": []})
         self._start()
 
     def on_validation_start(self, trainer, pl_module) -> None:

@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from ..config import ModelConfig, OptimConfig
+from ..loggers import loggers_write_this_step
 from ..models import build_network
 from ..models.airbench94 import WHITEN_IMAGES, init_whitening
 
@@ -141,7 +142,7 @@ class CifarClassifier(L.LightningModule):
         # write: each call costs ~0.5 ms of Lightning bookkeeping, 2% of a 50 ms step (bench/harness_overhead.py).
         self.train_loss.update(loss.detach())  # no weight: torchmetrics would copy a Python number to the device
         self.train_acc.update(logits.detach(), labels)
-        if self._loggers_write_this_step():
+        if loggers_write_this_step(self.trainer):
             # not on the progress bar: Lightning would then read it on the host (.item()) after every batch
             self.log("train/loss_step", loss.detach())
             self.log("train/acc_step", multiclass_accuracy(logits.detach(), labels, self.num_classes, average="micro",
@@ -150,11 +151,6 @@ class CifarClassifier(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.log_dict({"train/loss_epoch": self.train_loss, "train/acc_epoch": self.train_acc})  # computed, reset
-
-    def _loggers_write_this_step(self) -> bool:
-        """Lightning's rule for a step's metrics reaching the loggers (``log_every_n_steps``)."""
-        every = self.trainer.log_every_n_steps
-        return every > 0 and ((self.global_step + 1) % every == 0 or self.trainer.should_stop)
 
     def _eval_step(self, batch, stage: str, accuracy: MulticlassAccuracy, plain_accuracy: MulticlassAccuracy) -> None:
         images, labels = batch
