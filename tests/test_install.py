@@ -40,8 +40,10 @@ def as_user(home: Path, command: str, cwd: Path, timeout: float, path_first: str
     any activated venv and the project's .venv, and one pip cache in ``home`` for both tests."""
     venv = str(REPO / ".venv")
     path = os.pathsep.join([p for p in [path_first, *os.environ["PATH"].split(os.pathsep)] if p and venv not in p])
-    env = {k: v for k, v in os.environ.items()  # nothing of this process's venv or W&B service
-           if k not in ("VIRTUAL_ENV", "PYTHONPATH") and not k.startswith("WANDB_")}
+    # nothing of this process's venv, W&B service or make (under `make test` a child make is make[1], which prints
+    # "Leaving directory" after the demo's last line; the user's shell has no outer make)
+    outer = ("VIRTUAL_ENV", "PYTHONPATH", "MAKELEVEL", "MAKEFLAGS", "MFLAGS")
+    env = {k: v for k, v in os.environ.items() if k not in outer and not k.startswith("WANDB_")}
     env |= {"PATH": path, "WANDB_MODE": "offline", "NO_ALBUMENTATIONS_UPDATE": "1", "PIP_CACHE_DIR": str(home / "pip")}
     prefix = ["runuser", "-u", USER, "--"] if os.geteuid() == 0 else []
     if prefix:
