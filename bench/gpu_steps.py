@@ -54,7 +54,18 @@ def fit_summary(record: dict[str, Any]) -> dict[str, Any]:
             "time_to_target_seconds": {name: c["seconds"] for name, c in (tt.get("clocks") or {}).items()},
             "best_val_acc": record["accuracy"].get("best_val"),
             "host_syncs_per_step": (record.get("measure") or {}).get("host_syncs_per_step"),
-            "framework_syncs_per_step": (record.get("measure") or {}).get("framework_syncs_per_step")}
+            "framework_syncs_per_step": (record.get("measure") or {}).get("framework_syncs_per_step"),
+            **resources_summary(record.get("resources") or {})}
+
+
+def resources_summary(resources: dict[str, Any]) -> dict[str, Any]:
+    """Memory and energy per step: the device's peak (the host's on a CPU), joules per steady step and what the
+    energy came from (or why none), and whether the GPU was throttled."""
+    energy = resources.get("energy") or {}
+    return {"peak_device_memory_reserved_bytes": resources.get("peak_device_memory_reserved_bytes"),
+            "peak_host_rss_bytes": resources.get("peak_host_rss_bytes"),
+            "joules_per_step": energy.get("joules_per_step"), "images_per_joule": energy.get("images_per_joule"),
+            "energy_source": energy.get("source"), "gpu_throttled": (resources.get("gpu") or {}).get("throttled")}
 
 
 def host_sync_check(record: dict[str, Any]) -> str:

@@ -65,6 +65,7 @@ def test_the_gpu_machine_install_runs_every_step_from_a_clean_venv(tmp_path):
             run = precision[item]
             assert run["status"] == "not-reached" and run["images_per_sec"] > 0 and run["mfu"] > 0, (item, run)
             assert run["untimed_warmup_seconds"] > 0 and run["peak_flops_source"].startswith("cpu matmul probe")
+            assert run["peak_host_rss_bytes"] > 0 and run["energy_source"].startswith(("rapl", "none: "))
 
     paths = steps["data_paths"]
     assert paths["fit, device"]["images_per_sec"] > 0 and paths["fit, albumentations (1 workers)"]["images_per_sec"] > 0

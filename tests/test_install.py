@@ -9,11 +9,13 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from conftest import REPO, copy_tree
+from conftest import REPO, copy_tree, run_cli
 
 USER = "cifarbench-user"
 OTHER_TORCH = "2.13.0+cpu"  # pip serves this wheel from the machine's disk: a second torch, not the one make test uses
@@ -55,7 +57,8 @@ def as_user(home: Path, command: str, cwd: Path, timeout: float, path_first: str
 @pytest.mark.slow
 def test_pip_install_into_an_environment_with_its_own_torch_keeps_it_and_runs_there(home):
     """`pip install <checkout>` (not editable) into the user's venv that holds torch 2.13.0+cpu: torch is left as it
-    was, and a smoke fit, a 2-process DDP fit and the report all run on it."""
+    was, and a smoke fit, a 2-process DDP fit and the report all run on it; the report keeps the smoke runs of
+    the two torch releases apart."""
     venv = home / "torch-2.13"
     done = as_user(home, f"python3 -m venv {venv} && {venv}/bin/pip install -q torch=={OTHER_TORCH} && "
                    f"{venv}/bin/pip install -q ./checkout", home, timeout=900)
@@ -76,8 +79,17 @@ def test_pip_install_into_an_environment_with_its_own_torch_keeps_it_and_runs_th
         assert record["environment"]["versions"]["torch"].startswith(OTHER_TORCH.split("+")[0])
         assert Path(record["environment"]["executable"]).parent == venv / "bin"
         assert record["environment"]["world_size"] == world
+    # the same smoke configuration under this project's torch: the report keeps the two torch releases apart
+    here = run_cli("fit", "-c", "bench/configs/smoke.yaml", "--output.dir", str(out), "--output.run_id", "smoke-here",
+                   timeout=600)
+    assert here.returncode == 0, here.stdout[-3000:]
     report = as_user(home, f"{cli} report {out}", home / "checkout", timeout=600)
     assert report.returncode == 0 and report.stdout.strip().splitlines()[-1].endswith("report.html"), report.stdout[-3000:]
+    assert "the records differ in torch" in report.stdout
+    summary = pd.read_csv(out / "report/summary.csv")
+    smoke = sorted(summary.loc[summary["gpus"] == 1, "label"])
+    assert len(smoke) == 2 and sorted(f"torch={OTHER_TORCH}" in label for label in smoke) == [False, True], smoke
+    assert any(f"torch={version('torch')}" in label for label in smoke), smoke  # as the record names it
 
 
 @pytest.mark.slow

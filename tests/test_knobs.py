@@ -54,6 +54,17 @@ def test_bf16_mixed_computes_in_bf16_with_fp32_weights(tmp_path, spy):
     assert "bfloat16" in record["throughput"]["peak_flops_source"]  # MFU against the bf16 peak
 
 
+def test_bf16_on_a_cpu_without_bf16_units_is_warned_about_not_refused():
+    from cifarbench.checks import slow_precision
+    from cifarbench.config import TrainerConfig
+    from cifarbench.measure.environment import cpu_native_bf16
+
+    warning = slow_precision(TrainerConfig(accelerator="cpu", precision="bf16-mixed"))
+    assert (warning is None) == cpu_native_bf16()  # this machine's CPU decides
+    assert warning is None or warning.startswith("trainer.precision='bf16-mixed' on a CPU without bf16 units")
+    assert slow_precision(TrainerConfig(accelerator="cpu", precision="32-true")) is None
+
+
 def test_bf16_true_keeps_weights_in_bf16(tmp_path, spy):
     fit(tiny_config(tmp_path, trainer={"precision": "bf16-true", "epochs": 1}))
     assert spy.seen["weight_dtype"] == torch.bfloat16 and spy.seen["input_dtype"] == torch.bfloat16

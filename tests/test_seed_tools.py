@@ -54,7 +54,7 @@ def test_fit_on_real_images_then_analyze(tmp_path, cifar_tarball):
     fit = run_cli("fit", "--data.source", "folder", "--data.root", str(cifar_tarball), "--data.train_subset", "2000",
                   "--data.test_subset", "300", "--data.val_size", "200", "--data.path", "device",
                   "--data.batch_size", "100", "--data.num_workers", "0", "--model.width", "16",
-                  "--trainer.accelerator", "cpu", "--trainer.precision", "bf16-mixed", "--trainer.channels_last", "true",
+                  "--trainer.accelerator", "cpu", "--trainer.channels_last", "true",
                   "--trainer.epochs", "3", "--measure.target_accuracy", "0.3", "--measure.warmup_steps", "2",
                   "--output.dir", str(tmp_path), "--output.run_id", "real", "--output.wandb", "offline", timeout=600)
     assert fit.returncode == 0, fit.stdout[-3000:]

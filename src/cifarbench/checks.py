@@ -20,6 +20,7 @@ import torch
 from .config import ALLOWED, RunConfig, TrainerConfig
 from .data.sources import CIFAR10_CLASSES, check_image_folder
 from .errors import ConfigError
+from .measure.environment import cpu_native_bf16
 from .record import writable
 
 CLUSTER_VARIABLES = ("SLURM_NNODES", "WORLD_SIZE", "MASTER_ADDR")
@@ -127,6 +128,14 @@ def check_machine(t: TrainerConfig) -> None:
                               "on CPU use compile=default or off")
     elif t.precision.startswith("bf16") and not torch.cuda.is_bf16_supported():
         raise ConfigError("trainer.precision", t.precision, f"{torch.cuda.get_device_name()} has no bf16 support; use 16-mixed or 32-true")
+
+
+def slow_precision(t: TrainerConfig) -> Optional[str]:
+    """A warning for a precision this CPU only emulates (a valid choice, so not refused): bf16 without bf16 units."""
+    if resolved_accelerator(t) != "cpu" or not t.precision.startswith("bf16") or cpu_native_bf16():
+        return None
+    return (f"trainer.precision={t.precision!r} on a CPU without bf16 units ({torch.backends.cpu.get_cpu_capability()}, "
+            "no avx512_bf16 or amx_bf16): torch emulates bf16, several to ~100x slower than 32-true on this machine")
 
 
 def check_data(cfg: RunConfig) -> None:

@@ -87,6 +87,16 @@ def build_parser() -> ArgumentParser:
     report.add_argument("--wandb", type=Literal["auto", "offline", "online", "disabled"], default="auto",
                         help="auto: a W&B run of job type report, in the mode the runs used, if they used W&B")
     subcommands.add_subcommand("report", report)
+    compare = ArgumentParser(description="Is NEW faster or slower than BASE, configuration by configuration, beyond "
+                             "run-to-run noise? (compare.md, compare.json, compare.png; the last line is compare.md)",
+                             exit_on_error=False)
+    compare.add_argument("base", type=str, help="results directory (or record.json) of the baseline")
+    compare.add_argument("new", type=str, help="results directory (or record.json) of the runs to judge")
+    compare.add_argument("--metric", type=Literal["images_per_sec", "time_to_target"], default="images_per_sec")
+    compare.add_argument("--fail-if-slower", "--fail_if_slower", type=Optional[float], default=None,
+                         help="exit 1 when a configuration's interval lies wholly below 1 - this (0.05: 5%% slower)")
+    compare.add_argument("--output", type=Optional[str], default=None, help="default: <NEW>/compare")
+    subcommands.add_subcommand("compare", compare)
     board = ArgumentParser(description="Serve a run's profiler traces with TensorBoard on 127.0.0.1.", exit_on_error=False)
     board.add_argument("run_dir", type=str)
     board.add_argument("--port", type=Port, default=6006)
@@ -128,6 +138,8 @@ def execute(command: str, args) -> tuple[Optional[str], int]:
         from .report import build_report
 
         return str(build_report(args.results, args.output and Path(args.output), args.baseline, args.wandb)), 0
+    if command == "compare":
+        return compare_command(args)
     if command == "run":
         from .cluster.matrix import load_matrix
         from .record import RESULT_STATUSES
@@ -187,6 +199,23 @@ def main(argv: list[str] | None = None) -> int:
     if last_line is not None:
         print(last_line, flush=True)
     return code
+
+
+def compare_command(args) -> tuple[Optional[str], int]:
+    """Prints the comparison; exit 1 (one line per regression on stderr) when --fail-if-slower finds one."""
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from .report.compare import compare
+
+    result, path, failed = compare([args.base], [args.new], args.metric, args.fail_if_slower,
+                                   args.output and Path(args.output))
+    Console(width=None if sys.stdout.isatty() else 200).print(Markdown(path.read_text()))
+    for row in failed:
+        print(f"cifarbench: slower: {row['configuration']} ({row['gpus']} GPU): speed-up {row['speedup']:.3f}x, "
+              f"{int(result['confidence'] * 100)}% interval [{row['ci_low']:.3f}, {row['ci_high']:.3f}] lies below "
+              f"1 - {args.fail_if_slower}", file=sys.stderr)
+    return str(path), 1 if failed else 0
 
 
 def slurm_command(command: str, args) -> tuple[Optional[str], int]:

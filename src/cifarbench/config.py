@@ -7,8 +7,9 @@ shape (jsonargparse, as LightningCLI does), so ``cifarbench fit --print-config``
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from jsonargparse.typing import (ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, OpenUnitInterval,
                                  PositiveFloat, PositiveInt, restricted_number_type, restricted_string_type)
@@ -190,6 +191,7 @@ class MeasureConfig:
     divergence_check_every: Optional[PositiveInt] = None  # steps between NaN checks (one read + one collective); None: the logging interval
     per_step: bool = True  # data wait and divergence check each step; false only to measure what they cost
     sync_sentinel: bool = False  # count, on any device, the calls that would make the host wait for a GPU (slow: tests, debugging)
+    cost_per_gpu_hour: Optional[PositiveFloat] = None  # price of one device-hour: the record adds the cost to target
 
 
 @dataclass
@@ -242,3 +244,26 @@ class RunConfig:
         import yaml
 
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# Fields that say which repetition a run is, where it writes or what a device-hour costs, not what it trains:
+# left out of a configuration's identity (the report's rows, `compare`'s matching, the W&B group).
+NOT_CONFIGURATION = frozenset({"trainer.seed", "output.dir", "output.name", "output.run_id", "output.wandb",
+                               "output.wandb_project", "output.wandb_entity", "data.root", "measure.cost_per_gpu_hour"})
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"data": {"path": "device"}}`` -> ``{"data.path": "device"}``."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out |= flatten(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def configuration_identity(flat: dict[str, Any], leave_out: frozenset[str] = frozenset()) -> str:
+    """A flattened config's identity: its fields less :data:`NOT_CONFIGURATION` (and ``leave_out``), as JSON."""
+    drop = NOT_CONFIGURATION | leave_out
+    return json.dumps({k: v for k, v in sorted(flat.items()) if k not in drop}, default=str)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
-from .config import RunConfig
+from .config import RunConfig, configuration_identity, flatten
 
 
 def loggers_write_this_step(trainer) -> bool:
@@ -65,8 +66,18 @@ def build_loggers(cfg: RunConfig, run_id: str, run_dir: Path, restart: int = 0) 
         loggers.append(PreemptibleWandbLogger(name=run_id, id=run_id, resume="allow", project=cfg.output.wandb_project,
                                               entity=cfg.output.wandb_entity, save_dir=str(run_dir),
                                               offline=cfg.output.wandb == "offline", job_type="train",
-                                              config=cfg.to_dict()))
+                                              config=cfg.to_dict(), **wandb_grouping(cfg)))
     return loggers
+
+
+def wandb_grouping(cfg: RunConfig) -> dict[str, Any]:
+    """The W&B run's group, one per configuration of a matrix as the report's rows are (the seeds of one
+    configuration together: ``<output.name>/<configuration hash>``), and tags for the knobs to filter by."""
+    identity = hashlib.sha1(configuration_identity(flatten(cfg.to_dict())).encode()).hexdigest()[:10]
+    t = cfg.trainer
+    tags = [f"model={cfg.model.name}", f"path={cfg.data.path}", f"precision={t.precision}", f"compile={t.compile}",
+            f"devices={t.world_size()}", f"strategy={t.strategy}", f"optimizer={cfg.optim.optimizer}"]
+    return {"group": f"{cfg.output.name}/{identity}", "tags": tags + ["channels_last"] * t.channels_last}
 
 
 def close_wandb_after_sigterm(loggers: list[Logger]) -> None:

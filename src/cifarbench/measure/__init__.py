@@ -8,6 +8,7 @@ inside a timed window.
 - :mod:`.data_wait`: fetch, harness and device-gap shares of each step.
 - :mod:`.host_syncs`: host synchronisations per steady step (CUDA's sync debug mode, or the CPU sentinel).
 - :mod:`.divergence`: non-finite loss, checked on the device, read every N steps.
+- :mod:`.resources`: peak host and device memory, energy (:mod:`.energy`'s counters), GPU throttling, cost.
 - :mod:`.environment`: what the numbers were measured on.
 """
 
@@ -16,9 +17,10 @@ from .divergence import DivergenceGuard
 from .environment import EnvironmentInfo
 from .host_syncs import HostSyncCount
 from .phases import PhaseTimer, TracingPhaseTimer
+from .resources import ResourceUsage
 from .throughput import SteadyStateThroughput
 from .time_to_target import TimeToTarget
 from .warmup import UntimedWarmup
 
-__all__ = ["DataWait", "DivergenceGuard", "EnvironmentInfo", "HostSyncCount", "PhaseTimer", "SteadyStateThroughput", "TimeToTarget",
-           "TracingPhaseTimer", "UntimedWarmup"]
+__all__ = ["DataWait", "DivergenceGuard", "EnvironmentInfo", "HostSyncCount", "PhaseTimer", "ResourceUsage",
+           "SteadyStateThroughput", "TimeToTarget", "TracingPhaseTimer", "UntimedWarmup"]

@@ -33,7 +33,9 @@ def collect_environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "executable": sys.executable,  # which environment ran it (a cluster's venv, conda env or module)
-        "cpu": {"model": cpu_model(), "logical_cores": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+        "cpu": {"model": cpu_model(), "logical_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                # two CPUs of one model name can differ ~100x in bf16 speed: the vector units torch uses say which
+                "capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": cpu_native_bf16()},
         "gpu": gpu_info(),
         "versions": {name: _version(name) for name in LIBRARIES},
         "git": git_revision(),
@@ -53,6 +55,17 @@ def cpu_model() -> Optional[str]:
     except OSError:
         pass
     return platform.processor() or None
+
+
+def cpu_native_bf16() -> bool:
+    """Whether the CPU computes bf16 in hardware (x86 AVX512-BF16 or AMX, Arm's BF16): without it torch emulates
+    bf16 matrix products, several to ~100 times slower than fp32."""
+    try:
+        flags = {flag for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith(("flags", "Features")) for flag in line.split(":", 1)[1].split()}
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def gpu_info() -> Optional[dict[str, Any]]:

@@ -66,13 +66,17 @@ def _group_row(group: pd.DataFrame) -> dict[str, Any]:
         "scaling_group": first["scaling_group"], "data_path": first["data_path"], "target": first["target"],
         "protocol": first["protocol"], "network": first["network"], "scaling": first["scaling"],
         "runs": len(group), "seeds": sorted(s for s in group["seed"].dropna().astype(int)),
-        "status": ", ".join(f"{n} {status}" for status, n in counts.items()),
+        "status": ", ".join(f"{n} {status}" for status, n in counts.items())
+                  + (f" ({int(trained['throttled'].sum())} on a throttled GPU)" if trained["throttled"].any() else ""),
         "images_per_sec": ips["median"], "images_per_sec_iqr": ips["iqr"],
         "images_per_sec_per_gpu": None if ips["median"] is None else ips["median"] / int(first["gpus"]),
         "reached": len(reached), "ttt_median": ttt["median"], "ttt_q1": ttt["q1"], "ttt_q3": ttt["q3"],
         "ttt_iqr": ttt["iqr"], "ttt_trimmed_mean": ttt["trimmed_mean"],
         "best_val_acc": spread(trained["best_val_acc"])["median"],
         "data_stall": spread(trained["data_stall"])["median"], "mfu": spread(trained["mfu"])["median"],
+        "peak_memory_bytes": spread(trained["peak_memory_bytes"])["median"],
+        "images_per_joule": spread(trained["images_per_joule"])["median"],
+        "throttled": int(trained["throttled"].sum()),
     }
 
 

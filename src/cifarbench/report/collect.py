@@ -14,12 +14,13 @@ from typing import Any, Iterable, Optional
 
 import pandas as pd
 
+from ..config import configuration_identity, flatten
 from ..record import RECORD_NAME, SCHEMA_VERSION
 
-# Fields that say which repetition or where a run is, not what it is: left out of a configuration's identity.
-NOT_CONFIGURATION = {"trainer.seed", "output.dir", "output.name", "output.run_id", "output.wandb",
-                     "output.wandb_project", "output.wandb_entity", "data.root"}
-GPU_COUNT = {"trainer.devices", "trainer.num_nodes"}  # what a scaling curve varies
+GPU_COUNT = frozenset({"trainer.devices", "trainer.num_nodes"})  # what a scaling curve varies
+# What besides the configuration decides a run's speed: where records differ in one of these, a configuration's
+# runs are kept apart by it (never pooled), and its label says the value
+SOFTWARE_AND_DEVICE = ("torch", "lightning", "cuda", "cudnn", "nccl", "device", "commit")
 
 
 @dataclass
@@ -61,11 +62,12 @@ def collect(paths: Iterable[str | Path]) -> Collected:
     runs = pd.DataFrame(rows)
     if runs.empty:
         return Collected(runs, curves, warnings)
-    runs = _label_configurations(runs)
-    machines = runs["machine"].dropna().unique()
-    if len(machines) > 1:
-        warnings.append(f"the records come from {len(machines)} kinds of machine ({'; '.join(sorted(machines))}): "
-                        "speeds differ by machine as well as by configuration")
+    runs, differing = identify(runs)
+    runs = label_configurations(runs)
+    if differing:
+        values = "; ".join(f"{f}: {', '.join(sorted({str(r[f]) for r in runs['software']}))}" for f in differing)
+        warnings.append(f"the records differ in {', '.join(differing)} ({values}): each configuration's runs are "
+                        "kept apart by them (the labels say which is which), never pooled")
     duplicated = runs["run_id"][runs["run_id"].duplicated()].unique()
     if len(duplicated):
         warnings.append(f"run ids found more than once (kept apart by path): {', '.join(sorted(duplicated))}")
@@ -87,9 +89,7 @@ def run_row(record: dict[str, Any], path: Path) -> dict[str, Any]:
         "seed": cfg.get("trainer.seed"), "gpus": gpus, "data_path": cfg.get("data.path"),
         # what the accuracy is measured on: runs of different protocols are never ranked against each other
         "protocol": cfg.get("data.protocol", "seed"), "network": cfg.get("model.name", "custom_resnet"),
-        "scaling_group": _identity(cfg, NOT_CONFIGURATION | GPU_COUNT), "scaling": scaling_text(cfg),
-        "configuration": _identity(cfg, NOT_CONFIGURATION),
-        "config": cfg,
+        "scaling": scaling_text(cfg), "config": cfg, "software": software(env),
         "images_per_sec": images, "images_per_sec_per_device": tp.get("images_per_sec_per_device"),
         "mfu": tp.get("mfu"), "warmup_seconds": tp.get("warmup_seconds"),
         "reached": bool(tt.get("reached")), "target": tt.get("target", cfg.get("measure.target_accuracy")),
@@ -97,11 +97,41 @@ def run_row(record: dict[str, Any], path: Path) -> dict[str, Any]:
         "time_to_target": _clock(tt, "mlperf"), "time_to_target_train_only": _clock(tt, "train_only"),
         "best_val_acc": acc.get("best_val"), "final_val_acc": acc.get("final_val"), "test_acc": acc.get("test"),
         "data_stall": dw.get("stall_fraction"), "harness_share": dw.get("harness_fraction"),
+        "peak_memory_bytes": peak_memory(record.get("resources") or {}),
+        "images_per_joule": ((record.get("resources") or {}).get("energy") or {}).get("images_per_joule"),
+        "throttled": bool(((record.get("resources") or {}).get("gpu") or {}).get("throttled")),
         "restarts": record.get("restarts", 0),
         "diverged_at_step": (record.get("divergence") or {}).get("step"),
         "machine": machine(env), "host": env.get("hostname"), "environment": env,
         "started_at": record.get("started_at"), "path": str(path),
     }
+
+
+def identify(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Each run's identities: ``config_only`` (its configuration, whatever it ran on: `compare` matches by it),
+    ``configuration`` (one summary row) and ``scaling_group`` (the same less the GPU count), the last two with the
+    :data:`SOFTWARE_AND_DEVICE` fields in which the records differ. Returns them and those fields."""
+    values = pd.DataFrame(list(runs["software"]))
+    differing = [f for f in SOFTWARE_AND_DEVICE if values[f].dropna().astype(str).nunique() > 1]  # None: unknown
+    keyed = [cfg | {f"environment.{f}": values.at[i, f] for f in differing} for i, cfg in enumerate(runs["config"])]
+    return runs.assign(config_only=[configuration_identity(cfg) for cfg in runs["config"]],
+                       configuration=[configuration_identity(cfg) for cfg in keyed],
+                       scaling_group=[configuration_identity(cfg, GPU_COUNT) for cfg in keyed]), differing
+
+
+def software(env: dict[str, Any]) -> dict[str, Optional[str]]:
+    """A record's :data:`SOFTWARE_AND_DEVICE` values (None where it does not say)."""
+    versions, gpu = env.get("versions") or {}, env.get("gpu") or {}
+    commit = (env.get("git") or {}).get("commit")
+    return {"torch": versions.get("torch"), "lightning": versions.get("lightning"), "cuda": gpu.get("cuda"),
+            "cudnn": gpu.get("cudnn"), "nccl": gpu.get("nccl"), "device": machine(env),
+            "commit": commit[:10] if commit else None}
+
+
+def peak_memory(resources: dict[str, Any]) -> Optional[float]:
+    """The memory that limits a configuration: the device's peak reserved by torch's allocator on GPUs, else the
+    host process's peak resident set."""
+    return resources.get("peak_device_memory_reserved_bytes") or resources.get("peak_host_rss_bytes")
 
 
 def scaling_text(cfg: dict[str, Any]) -> str:
@@ -116,47 +146,38 @@ def _clock(time_to_target: dict[str, Any], name: str) -> Optional[float]:
 
 
 def machine(env: dict[str, Any]) -> Optional[str]:
-    """What decides speed: the GPU model, else the CPU model and its cores."""
+    """What decides speed: the GPU model, else the CPU model, its cores and vector units (where the record has
+    them: one model name covers CPUs with and without bf16 units)."""
     if not env:
         return None
     if (env.get("gpu") or {}).get("names"):
         return env["gpu"]["names"][0]
     cpu = env.get("cpu") or {}
-    return f"{cpu.get('model', '?')} ({cpu.get('logical_cores', '?')} cores)"
+    units = f", {cpu['capability']}{' + bf16' if cpu.get('native_bf16') else ''}" if cpu.get("capability") else ""
+    return f"{cpu.get('model', '?')} ({cpu.get('logical_cores', '?')} cores{units})"
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out |= flatten(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def _identity(cfg: dict[str, Any], leave_out: set[str]) -> str:
-    return json.dumps({k: v for k, v in sorted(cfg.items()) if k not in leave_out}, default=str)
-
-
-def _label_configurations(runs: pd.DataFrame) -> pd.DataFrame:
-    """A short readable name per configuration (GPU count aside, a column of its own): its ``output.name``
-    when every configuration has its own; else what it changes against the reference configuration, the
+def label_configurations(runs: pd.DataFrame, by: str = "scaling_group") -> pd.DataFrame:
+    """A short readable name per configuration (``by``: GPU count aside, a column of its own): its ``output.name``
+    when every configuration has its own (a matrix of one configuration: the matrix's name); else what it changes against the reference configuration, the
     one with the most runs, e.g. ``path=albumentations``, the reference being named by its values of the
-    fields that some configuration changes alone (``path=device``)."""
-    names = runs.groupby("scaling_group")["name"].unique()
-    if len(names) > 1 and all(len(n) == 1 for n in names) and len({n[0] for n in names}) == len(names):
+    fields that some configuration changes alone (``path=device``); followed by the values of the software and
+    device fields the runs are kept apart by (``torch=2.13.0+cpu``)."""
+    names = runs.groupby(by)["name"].unique()
+    if all(len(n) == 1 for n in names) and len({n[0] for n in names}) == len(names):
         return runs.assign(label=runs["name"])  # each configuration was given its own output.name: use it
-    groups = {g: json.loads(g) for g in runs["scaling_group"].unique()}
-    reference = groups[runs["scaling_group"].value_counts().index[0]]
+    groups = {g: json.loads(g) for g in runs[by].unique()}
+    reference = groups[runs[by].value_counts().index[0]]
     keys = sorted({k for cfg in groups.values() for k in cfg})
-    diffs = {g: [k for k in keys if _text(cfg.get(k)) != _text(reference.get(k))] for g, cfg in groups.items()}
+    environment = [k for k in keys if k.startswith("environment.")]  # named in every label: what the rows split by
+    diffs = {g: [k for k in keys if k not in environment and _text(cfg.get(k)) != _text(reference.get(k))]
+             for g, cfg in groups.items()}
     alone = sorted({d[0] for d in diffs.values() if len(d) == 1})
     labels = {}
     for g, cfg in groups.items():
-        shown = diffs[g] or alone
+        shown = (diffs[g] or alone) + environment
         labels[g] = " ".join(f"{_short(k, keys)}={cfg.get(k)}" for k in shown) or "reference"
-    return runs.assign(label=runs["scaling_group"].map(labels))
+    return runs.assign(label=runs[by].map(labels))
 
 
 def _short(key: str, keys: list[str]) -> str:

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from .aggregate import TRAINED_TO_THE_END, missing  # noqa: E402
 
 
-def _figure(title: str, width: float = 7.5, height: float = 4.2) -> tuple[Figure, Any]:
+def styled_figure(title: str, width: float = 7.5, height: float = 4.2) -> tuple[Figure, Any]:
     fig, ax = plt.subplots(figsize=(width, height), layout="constrained")
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -36,8 +36,9 @@ SCALING_MARKERS = {"weak": "o", "strong": "s"}  # the caption says which is whic
 
 def throughput_scaling(summary: pd.DataFrame) -> Figure:
     """Images/s against GPU count per configuration, with the ideal line through its 1-GPU point; the marker
-    says whether the configuration scales weakly (circles) or strongly (squares)."""
-    fig, ax = _figure("Throughput vs GPU count (median over runs; dashed: ideal linear scaling)")
+    says whether the configuration scales weakly (circles) or strongly (squares); a red cross marks a point with
+    a run whose GPU was throttled."""
+    fig, ax = styled_figure("Throughput vs GPU count (median over runs; dashed: ideal linear scaling)")
     plotted = False
     for label, rows in summary.groupby("label", sort=True):
         rows = rows.dropna(subset=["images_per_sec"]).sort_values("gpus")
@@ -50,6 +51,9 @@ def throughput_scaling(summary: pd.DataFrame) -> Figure:
         if not one.empty:
             ax.plot(rows["gpus"], one["images_per_sec"].iloc[0] * rows["gpus"], linestyle="--", color=line.get_color(),
                     alpha=0.6)
+        capped = rows[rows["throttled"] > 0]  # a power- or heat-capped GPU: the point is not the configuration's
+        ax.scatter(capped["gpus"], capped["images_per_sec"], marker="x", s=120, color="red", zorder=4,
+                   label="throttled GPU (power or heat)" if not capped.empty else None)
         plotted = True
     if plotted:
         ax.set_xticks(sorted(summary["gpus"].unique()))
@@ -64,7 +68,7 @@ def throughput_scaling(summary: pd.DataFrame) -> Figure:
 def time_to_target(runs: pd.DataFrame, summary: pd.DataFrame) -> Figure:
     """Each run's time to target (dots), the median (bar) and the IQR (line); runs that did not reach the
     target are marked at the right edge, never placed at a time."""
-    fig, ax = _figure("Time to target, mlperf clock (dots: runs; bar: median; band: IQR)",
+    fig, ax = styled_figure("Time to target, mlperf clock (dots: runs; bar: median; band: IQR)",
                       height=max(2.5, 0.7 * len(summary) + 1.5))
     finite = runs["time_to_target"].dropna()
     right = (finite.max() * 1.15) if not finite.empty else 1.0
@@ -88,7 +92,7 @@ def time_to_target(runs: pd.DataFrame, summary: pd.DataFrame) -> Figure:
 
 def accuracy_vs_time(runs: pd.DataFrame, curves: dict[str, list[dict[str, Any]]]) -> Figure:
     """Validation accuracy against wall-clock time for every run: the DAWNBench view."""
-    fig, ax = _figure("Validation accuracy vs wall-clock time (every run; solid: seed protocol, held-out split; "
+    fig, ax = styled_figure("Validation accuracy vs wall-clock time (every run; solid: seed protocol, held-out split; "
                       "dashed: published, test set; dotted: target)", height=5.0)
     colours = {name: f"C{i % 10}" for i, name in enumerate(sorted({_name(run) for _, run in runs.iterrows()}))}
     seen = set()
@@ -119,7 +123,7 @@ def pareto(summary: pd.DataFrame) -> Figure:
     points = summary.dropna(subset=["ttt_median", "best_val_acc"]).sort_values(["ttt_median", "best_val_acc"],
                                                                                  ascending=[True, False])
     left_out = len(summary) - len(points)
-    fig, ax = _figure("Pareto: time to target vs accuracy, per protocol"
+    fig, ax = styled_figure("Pareto: time to target vs accuracy, per protocol"
                       + (f" ({left_out} configuration(s) never reached it)" if left_out else ""))
     for i, (protocol, mine) in enumerate(points.groupby("protocol", sort=True)):
         frontier, best = [], -1.0
@@ -146,7 +150,7 @@ def data_wait(runs: pd.DataFrame) -> Figure:
     """Per data path, the share of steady step time the training waited for data (the device's idle gap on
     CUDA, the batch fetch on a CPU) beside the harness's share (hooks, loggers, progress bar between steps),
     which is never data wait (bars: median; dots: runs)."""
-    fig, ax = _figure("Data stall and harness time per data path (share of steady step time)")
+    fig, ax = styled_figure("Data stall and harness time per data path (share of steady step time)")
     trained = runs[runs["status"].isin(TRAINED_TO_THE_END)].dropna(subset=["data_stall"])
     if trained.empty:
         _empty(ax, "no run has data-wait measurements")

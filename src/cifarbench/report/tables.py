@@ -45,6 +45,8 @@ COLUMNS: dict[str, Callable[[pd.Series], str]] = {
     "Best val acc": lambda r: _percent(r["best_val_acc"]),
     "Data stall": lambda r: _percent(r["data_stall"]),
     "MFU": lambda r: _percent(r["mfu"]),
+    "Peak memory": lambda r: "–" if missing(r["peak_memory_bytes"]) else f"{r['peak_memory_bytes'] / 2**30:.2f} GiB",
+    "Images/J": lambda r: _num(",.1f")(r["images_per_joule"]),
     "Status": lambda r: r["status"],
 }
 BASELINE_COLUMNS: dict[str, Callable[[pd.Series], str]] = {
@@ -76,7 +78,8 @@ def rich_table(summary: pd.DataFrame, title: str) -> Table:
 def write_tables(summary: pd.DataFrame, runs: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
     """summary.csv (numbers, unformatted), summary.md (as printed) and runs.csv (one row per run)."""
     raw = summary.drop(columns=["configuration", "scaling_group"])
-    per_run = runs.drop(columns=["config", "environment", "configuration", "scaling_group", "key"])
+    per_run = runs.drop(columns=["config", "environment", "software", "configuration", "config_only", "scaling_group",
+                                 "key"])
     paths = {"summary_csv": out_dir / "summary.csv", "summary_md": out_dir / "summary.md", "runs_csv": out_dir / "runs.csv"}
     atomic_write_text(paths["summary_csv"], raw.to_csv(index=False))
     atomic_write_text(paths["summary_md"], display_table(summary).to_markdown(index=False) + "\n")

@@ -15,7 +15,7 @@ from typing import Any, Optional
 import lightning as L
 import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from rich.console import Console
@@ -23,15 +23,16 @@ from rich.console import Console
 from ..callbacks.error_log import ErrorLog
 from ..callbacks.progress import LogLineProgress, ThrottledRichProgressBar
 from ..callbacks.requeue_signal import ReleaseRequeueSignal
-from ..checks import check_config
+from ..checks import check_config, slow_precision
 from ..config import RunConfig
 from ..data import DataEpoch, build_datamodule
 from ..data.sources import prepare_source
 from ..errors import error_line
 from ..loggers import build_loggers, close_wandb_after_sigterm, finish_wandb
 from ..tools.lr_find import lr_find
-from ..measure import (DataWait, DivergenceGuard, EnvironmentInfo, HostSyncCount, PhaseTimer, SteadyStateThroughput, TimeToTarget,
-                      TracingPhaseTimer, UntimedWarmup)
+from ..measure import (DataWait, DivergenceGuard, EnvironmentInfo, HostSyncCount, PhaseTimer, ResourceUsage,
+                       SteadyStateThroughput, TimeToTarget, TracingPhaseTimer, UntimedWarmup)
+from ..measure.resources import cost
 from ..measure.peak_flops import apply_math_mode
 from ..models import count_parameters, flops_per_image
 from ..cluster.requeue import (discard_hpc_checkpoints, earlier_attempts, finished_record, hpc_checkpoint, new_attempt,
@@ -62,6 +63,8 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
                        f"its record is {run_dir / 'record.json'}")
         return run_dir / "record.json", finished
     check_config(cfg)
+    if (slow := slow_precision(cfg.trainer)) is not None:
+        rank_zero_warn(slow)
     prepare_source(cfg.data)
     found_lr = None
     if cfg.lr_find.enabled:  # 1-device runs only (checked): the resolved config trains at the suggestion
@@ -97,6 +100,7 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
     data_wait = DataWait(m.warmup_steps, profiler=phases) if m.per_step else None
     divergence = DivergenceGuard(m.divergence_check_every or log_every) if m.per_step else None
     host_syncs = HostSyncCount(m.warmup_steps, counter="sentinel" if m.sync_sentinel else "auto")
+    resources = ResourceUsage(m.warmup_steps, target=m.target_accuracy)
     env = EnvironmentInfo()  # the config sits at the record's top level
     loggers = build_loggers(cfg, run_id, run_dir, restart=len(attempts) - 1)
 
@@ -109,7 +113,7 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
 
     watchdog, error_log = RankWatchdog(record_dead_rank), ErrorLog(run_dir)
     # warm-up first; a step's sync count starts before any other callback's hook, an epoch's after their epoch starts
-    measurements = [c for c in (warmup, host_syncs, tta, throughput, data_wait, divergence, env) if c]
+    measurements = [c for c in (warmup, host_syncs, tta, throughput, resources, data_wait, divergence, env) if c]
     callbacks = [*measurements, LearningRateMonitor(logging_interval="step"),
                  ThrottledRichProgressBar() if sys.stdout.isatty() else LogLineProgress(), error_log,
                  ReleaseRequeueSignal(), *([DataEpoch()] if cfg.data.alternating_flip else []), host_syncs.epoch_start()]
@@ -154,6 +158,9 @@ def fit(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
                         divergence=divergence.summary if divergence else PER_STEP_OFF,
                         environment=env.summary, warmup=warmup.summary,
                         throughput=throughput.summary, time_to_target=tta.summary, measure=host_syncs.summary,
+                        resources=resources.summary | {"cost": cost(m.cost_per_gpu_hour, trainer.world_size,
+                                                                    throughput.summary.get("images_per_sec"),
+                                                                    tta.summary["clocks"]["mlperf"]["seconds"])},
                         data_wait=data_wait.summary if data_wait else PER_STEP_OFF,
                         accuracy=accuracy, curve=tta.curve,
                         lr_find=found_lr and {k: v for k, v in found_lr.items() if k not in ("lr", "loss")},
