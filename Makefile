@@ -4,7 +4,7 @@ CLI := .venv/bin/cifarbench
 export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: setup demo test bench fast-recipe reproduce
+.PHONY: setup demo test docs bench fast-recipe reproduce
 
 setup:
 	bash scripts/setup.sh
@@ -15,6 +15,10 @@ demo: setup
 
 test:
 	bash scripts/test.sh
+
+docs: setup
+	.venv/bin/mkdocs build --strict -d site
+	@echo site/index.html
 
 bench: setup
 	bash scripts/bench.sh

@@ -57,16 +57,17 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
+    # Adam (weight decay 1e-4) or SGD (momentum 0.9, weight decay 5e-4), as the seed
     optimizer: Literal["adam", "sgd"] = "adam"
     max_lr: PositiveFloat = 0.02  # OneCycle peak; `cifarbench lr-find` suggests one for your setup
     weight_decay: Optional[NonNegativeFloat] = None  # None: 1e-4 for Adam, 5e-4 for SGD (the seed's values)
     momentum: Fraction = 0.9  # SGD only
     nesterov: bool = False  # SGD only
-    label_smoothing: Fraction = 0.0
+    label_smoothing: Fraction = 0.0  # cross-entropy label smoothing (training only)
     pct_start: OpenUnitInterval = 5 / 24  # peak at epoch 5 of 24, as in the seed
     div_factor: PositiveFloat = 2000.0  # initial lr = max_lr / div_factor
     final_div_factor: PositiveFloat = 1.0  # final lr = initial lr / final_div_factor
-    anneal_strategy: Literal["linear", "cos"] = "linear"
+    anneal_strategy: Literal["linear", "cos"] = "linear"  # OneCycle's shape after the peak (the seed's: linear)
     cycle_momentum: bool = True  # OneCycle's momentum cycle 0.95 -> 0.85 -> 0.95 (torch's default, the seed's);
     #                              false: `momentum` (SGD) or Adam's beta1 stays constant
     # max_lr is for a global batch of data.batch_size (one device). At k times that batch (weak scaling over k
@@ -94,14 +95,15 @@ class FFCVConfig:
 
     dir: str = "ffcv"  # {train,val,test}.beton + manifest.json; written by `cifarbench prepare-ffcv` (or on first use)
     storage: Literal["raw", "jpeg"] = "raw"  # how prepare-ffcv stores images: raw RGB or JPEG
-    jpeg_quality: JpegQuality = 90
+    jpeg_quality: JpegQuality = 90  # with storage: jpeg
     order: Literal["random", "quasi_random"] = "random"  # training order (evaluation is sequential)
     os_cache: bool = True  # let the OS page cache hold the file (else FFCV's own process cache)
-    batches_ahead: PositiveInt = 3
+    batches_ahead: PositiveInt = 3  # batches FFCV's Loader prepares ahead of the step
 
 
 @dataclass
 class DataConfig:
+    # torchvision's download, an image folder or .tar.gz, or generated images
     source: Literal["torchvision", "folder", "synthetic"] = "torchvision"
     # seed: the seed's split (val_size of the 50,000 training images held out for validation, the test set once at
     # the end); published: all 50,000 train, the 10,000 test images validated after each epoch (DAWNBench, airbench)
@@ -116,16 +118,16 @@ class DataConfig:
     batch_scaling: Literal["weak", "strong"] = "weak"
     num_workers: NonNegativeInt = 4  # per device: DataLoader processes (albumentations) or FFCV threads; unused by device
     val_size: PositiveInt = 5000  # held out of the training set with split_seed (seed: 45,000 / 5,000)
-    split_seed: Seed = 42
+    split_seed: Seed = 42  # the permutation that picks the validation images (the same for every run seed)
     train_subset: Optional[PositiveInt] = None  # keep only this many training images, class-balanced (quick runs)
-    test_subset: Optional[PositiveInt] = None
+    test_subset: Optional[PositiveInt] = None  # a class-balanced subset of the test images; None: all
     synthetic_train_size: PositiveInt = 10_000  # synthetic source only
-    synthetic_test_size: PositiveInt = 1000
+    synthetic_test_size: PositiveInt = 1000  # generated test images (synthetic source)
     # augmentation (the seed's): pad-and-crop translate, horizontal flip, one square cutout
     pad: NonNegativeInt = 4
-    flip_prob: ClosedUnitInterval = 0.5
-    cutout_size: CutoutSize = 8
-    cutout_prob: ClosedUnitInterval = 0.5
+    flip_prob: ClosedUnitInterval = 0.5  # horizontal flip
+    cutout_size: CutoutSize = 8  # one square hole filled with the mean pixel; 0: none
+    cutout_prob: ClosedUnitInterval = 0.5  # how often the hole is cut
     alternating_flip: bool = False  # replaces flip_prob: half flipped, then each image every other epoch (airbench)
     ffcv: FFCVConfig = field(default_factory=FFCVConfig)
 
@@ -150,29 +152,33 @@ class DataConfig:
 class DDPConfig:
     """Options of torch DistributedDataParallel, used with strategy ddp or ddp_spawn."""
 
-    gradient_as_bucket_view: bool = False
-    static_graph: bool = False
-    bucket_cap_mb: PositiveInt = 25
-    find_unused_parameters: bool = False
+    gradient_as_bucket_view: bool = False  # gradients as views into DDP's all-reduce buckets (saves a copy)
+    static_graph: bool = False  # tells DDP the graph never changes between steps
+    bucket_cap_mb: PositiveInt = 25  # DDP's all-reduce bucket size
+    find_unused_parameters: bool = False  # DDP searches for parameters without gradients each step (slow; not needed here)
     # a collective waiting longer than this fails the job (a dead or stuck rank); compile warm-up must fit in it
     timeout_seconds: PositiveInt = 1800
 
 
 @dataclass
 class TrainerConfig:
-    accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"
+    accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"  # where to train; gpu without a CUDA GPU is refused
     devices: PositiveInt = 1  # per node
-    num_nodes: PositiveInt = 1
-    strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"
+    num_nodes: PositiveInt = 1  # nodes; more than 1 needs a cluster launcher (srun via `cifarbench submit`, torchrun)
+    strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"  # Lightning strategy; ddp launches one process per device
     ddp: DDPConfig = field(default_factory=DDPConfig)
+    # Lightning precision; fp16 on a CPU and bf16 on pre-Ampere GPUs are refused, bf16 on a CPU without bf16 units
+    # warned about (emulated: several to ~100x slower)
     precision: Literal["32-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true"] = "32-true"
-    channels_last: bool = False
+    channels_last: bool = False  # the network and every batch in NHWC (Lightning has no switch; the module does it)
+    # torch.compile of the network before the strategy wraps it; the last two need CUDA
     compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
+    # highest: strict FP32; high or medium: TF32 matmuls and convolutions on Ampere and newer (MFU's peak follows)
     matmul_precision: Literal["highest", "high", "medium"] = "highest"
-    cudnn_benchmark: bool = False
-    sync_batchnorm: bool = False
-    epochs: PositiveInt = 24
-    seed: Seed = 1
+    cudnn_benchmark: bool = False  # torch.backends.cudnn.benchmark: cuDNN autotunes each shape
+    sync_batchnorm: bool = False  # SyncBatchNorm across ranks (CUDA only)
+    epochs: PositiveInt = 24  # training epochs (the seed's 24)
+    seed: Seed = 1  # seed_everything: model init, shuffling, augmentation workers
     checkpoint: bool = True  # keep checkpoints/last.ckpt
     checkpoint_every_n_epochs: PositiveInt = 1  # write it every N epochs (and at the last); each write is timed, off the steady clock
     log_every_n_steps: Optional[PositiveInt] = None  # steps between logger writes (each reads the step's metrics on the host); None: 50, at most an epoch
@@ -198,7 +204,7 @@ class MeasureConfig:
 class ProfilerConfig:
     """A short torch.profiler window written as TensorBoard traces into <run dir>/profiler/ (per rank)."""
 
-    enabled: bool = False
+    enabled: bool = False  # trace a few training steps (the traced steps are slower: the record says it was on)
     wait: NonNegativeInt = 5  # training steps skipped first (warm-up, compile)
     warmup: NonNegativeInt = 2  # steps profiled but thrown away
     active: PositiveInt = 3  # steps recorded
@@ -219,10 +225,10 @@ class LRFindConfig:
 class OutputConfig:
     dir: str = "results"  # each run writes <dir>/<run_id>/
     run_id: Optional[Name] = None  # None: <name>-<timestamp>, shared by every rank of the job
-    name: Name = "cifarbench"
-    wandb: Literal["offline", "online", "disabled"] = "offline"
-    wandb_project: Name = "cifarbench"
-    wandb_entity: Optional[str] = None
+    name: Name = "cifarbench"  # the run id's prefix, the W&B group's first part; a matrix sets its name
+    wandb: Literal["offline", "online", "disabled"] = "offline"  # W&B mode; online needs `wandb login` (offline runs upload later with `wandb sync`)
+    wandb_project: Name = "cifarbench"  # W&B project
+    wandb_entity: Optional[str] = None  # W&B team or user; None: the login's default
 
 
 @dataclass
