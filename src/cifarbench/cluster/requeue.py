@@ -16,13 +16,22 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-from ..record import RECORD_NAME, RESULT_STATUSES, read_record
+from ..record import RECORD_NAME, RESULT_STATUSES, atomic_write_text, new_record, now, read_record, write_record
+
+if TYPE_CHECKING:
+    from ..config import RunConfig
+
+RUN_ID_VARIABLE = "CIFARBENCH_RUN_ID"  # inherited by the DDP worker processes Lightning launches
+RESUME_VARIABLE = "CIFARBENCH_RESUME_FROM"  # likewise: "" (new run) or <1 if Lightning finds it itself, else 0><path>
 
 HPC_CHECKPOINT = re.compile(r"^hpc_ckpt_(\d+)\.ckpt$")  # Lightning's naming (CheckpointConnector.hpc_save_path)
 
@@ -131,3 +140,87 @@ def discard_hpc_checkpoints(trainer, run_dir: Path) -> None:
         for path in run_dir.glob("hpc_ckpt_*.ckpt"):
             path.unlink(missing_ok=True)
     trainer.strategy.barrier("cifarbench-discard-hpc-checkpoints")
+
+
+def launched_by_rank_zero() -> bool:
+    """A DDP worker that our rank 0 started (strategy ddp on one machine), and so inherited the decisions rank 0
+    handed over in RUN_ID_VARIABLE and RESUME_VARIABLE. Not srun's tasks (started by Slurm, all at once), and
+    not a rank-0 or lone process, which decide for themselves whatever a parent left in their environment."""
+    return rank_zero_only.rank != 0 and not SLURMEnvironment.detect()
+
+
+def resolve_resume(run_dir: Path, run_id: str) -> tuple[Optional[Path], bool]:
+    """The checkpoint to resume from, decided once by the launching process and inherited by the DDP workers
+    it starts (which see the record it has already rewritten)."""
+    if launched_by_rank_zero() and RESUME_VARIABLE in os.environ:
+        value = os.environ[RESUME_VARIABLE]
+        return (Path(value[1:]), value[0] == "1") if value else (None, False)
+    checkpoint, lightning_finds_it = resume_checkpoint(run_dir, run_id)
+    os.environ[RESUME_VARIABLE] = f"{int(lightning_finds_it)}{checkpoint}" if checkpoint else ""
+    return checkpoint, lightning_finds_it
+
+
+def resolve_run_id(cfg: "RunConfig") -> str:
+    """The configured id, else the one the launching process chose (DDP workers), else a new one."""
+    run_id = cfg.output.run_id or (os.environ.get(RUN_ID_VARIABLE) if launched_by_rank_zero() else None)
+    if not run_id:
+        run_id = f"{cfg.output.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    os.environ[RUN_ID_VARIABLE] = run_id
+    return run_id
+
+
+@dataclass
+class Attempt:
+    """This process's attempt at a run: where it resumes from, and the run's attempts so far (rank 0 keeps them;
+    the other ranks' list holds only their own)."""
+
+    run_id: str
+    run_dir: Path
+    resumed_from: Optional[Path]
+    lightning_finds_it: bool  # under Slurm Lightning resumes from its hpc checkpoint by itself
+    started: str  # the run's first start
+    attempts: list[dict[str, Any]]
+
+    @property
+    def restarts(self) -> int:
+        return len(self.attempts) - 1
+
+    @property
+    def previous_clock(self) -> Optional[float]:
+        """The mlperf clock at the end of the previous attempt; None for a new run, or where it is unknown."""
+        return self.attempts[-2]["clock_at_end"] if len(self.attempts) > 1 else None
+
+    def end(self, outcome: str, error: Optional[str], clock: Optional[float] = None) -> None:
+        self.attempts[-1] |= {"ended_at": now(), "outcome": outcome, "error": error, "clock_at_end": clock}
+
+    def record(self, cfg: "RunConfig", status: str, **parts: Any) -> dict[str, Any]:
+        """The run's record with this attempt's bookkeeping (start, restarts, attempts) and ``parts``."""
+        return new_record(cfg, self.run_id, status, started_at=self.started, restarts=self.restarts,
+                          attempts=self.attempts, **parts)
+
+
+def begin_attempt(cfg: "RunConfig", run_id: str, run_dir: Path) -> Attempt:
+    """Decides what this attempt resumes, and (rank 0) writes the run's config and its record as running."""
+    resumed_from, lightning_finds_it = resolve_resume(run_dir, run_id)
+    is_zero = rank_zero_only.rank == 0
+    first_started, attempts = earlier_attempts(run_dir, run_id, resumed_from is not None) if is_zero else (None, [])
+    attempts.append(new_attempt(now(), resumed_from))
+    attempt = Attempt(run_id, run_dir, resumed_from, lightning_finds_it, first_started or now(), attempts)
+    if is_zero:
+        for stale in run_dir.glob("error-rank*.log"):  # an earlier attempt's
+            stale.unlink()
+        atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+        write_record(run_dir, attempt.record(cfg, "running"))
+    return attempt
+
+
+def sigterm_outcome(run_dir: Path, resumed_from: Optional[Path]) -> tuple[Optional[str], Optional[str]]:
+    """(the attempt's outcome, the run's error) after a SIGTERM: requeued after Lightning's SIGUSR1 checkpoint,
+    preempted by Slurm's own requeue, or cancelled / out of time with nothing to resume from."""
+    if hpc_checkpoint(run_dir) not in (None, resumed_from):
+        return "requeued", None
+    if requeued_by_slurm():
+        rank_zero_info(f"cifarbench: attempt preempted: Slurm requeued job {os.environ['SLURM_JOB_ID']}; the next "
+                       "attempt resumes from the newest checkpoint")
+        return "preempted", None
+    return None, "SIGTERM (cancelled, or out of time) with no new checkpoint to resume from"

@@ -27,7 +27,7 @@ from ..measure.clock import synced_now
 from ..measure.environment import collect_environment
 from ..measure.peak_flops import apply_math_mode
 from ..record import atomic_write_text, new_record, write_record
-from ..train.run import resolve_run_id
+from ..cluster.requeue import resolve_run_id
 from ..train.trainer import build_trainer
 from ..train.module import CifarClassifier
 

@@ -1,7 +1,9 @@
-"""The docs site builds without a warning, and its generated pages cover the code they are written from."""
+"""The project's own rules: the docs site builds without a warning, its generated pages cover the code they are
+written from, and no function in src/ outgrows a screen."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 
@@ -31,3 +33,15 @@ def test_the_refusals_page_lists_each_refusal_with_what_is_allowed():
     text = hooks.refusals()
     assert "- `trainer.precision=<t.precision>`: fp16 autocast needs a CUDA GPU; on CPU use bf16-mixed or 32-true" in text
     assert "### `cifarbench/report/compare.py`" in text and "&lt;" in text  # interpolated values shown, escaped
+
+
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_function_in_src_is_longer_than_a_screen():
+    long = [f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for path in sorted((REPO / "src").rglob("*.py"))
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    assert not long, long
