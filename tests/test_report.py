@@ -104,6 +104,27 @@ def test_report_pushes_its_tables_to_an_offline_wandb_run(results, tmp_path):
     assert "path=device/2gpu/scaling_efficiency" in inspected  # the grouped summary
 
 
+def test_every_report_figure_shows_its_title_labels_and_legend_in_full(results):
+    """Every title, axis (its label and tick labels), annotation and legend lies inside its figure as the report
+    embeds it: nothing is cut off at an edge."""
+    from cifarbench.report import report_figures
+    from cifarbench.report.aggregate import summarise
+    from cifarbench.report.collect import collect
+
+    collected = collect([results])
+    for fig in report_figures(collected, summarise(collected.runs, "path=albumentations")):
+        fig.set_dpi(110)  # as embedded
+        fig.canvas.draw()
+        renderer, box = fig.canvas.get_renderer(), fig.bbox
+        for ax in fig.axes:
+            legend = [ax.get_legend()] if ax.get_legend() else []
+            for artist in [*fig.texts, ax.xaxis, ax.yaxis, *ax.texts, *legend]:
+                extent = artist.get_tightbbox(renderer)
+                assert extent is None or (box.x0 - 1 <= extent.x0 and extent.x1 <= box.x1 + 1
+                                          and box.y0 - 1 <= extent.y0 and extent.y1 <= box.y1 + 1), \
+                    (fig.get_suptitle(), artist, extent.extents, box.extents)
+
+
 def test_report_refuses_a_directory_without_records(tmp_path):
     result = run_cli("report", str(tmp_path), timeout=120)
     assert result.returncode == 2 and "no run records (record.json) under" in result.stdout

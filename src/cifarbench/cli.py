@@ -20,7 +20,7 @@ from jsonargparse.typing import NonNegativeInt, PositiveInt
 from .config import Port
 from .config_parser import check_config_files, config_parser, explain_argument_error, run_config
 from .errors import CifarbenchError, ConfigError
-from .cluster.signals import hold_requeue_signal
+from .cluster.signals import EXIT_INTERRUPTED, Interrupted, UserInterrupt, hold_requeue_signal
 
 if TYPE_CHECKING:
     from .cluster.matrix import Matrix
@@ -137,6 +137,9 @@ def fit_command(args) -> tuple[Optional[str], int]:
     path, record = fit(run_config(args))
     if rank_zero_only.rank != 0:  # a DDP worker (Lightning's rank from the launcher's variables): rank 0 reports
         return None, 0
+    if record["status"] == "interrupted":
+        print(f"cifarbench: {record['error']}; record: {path}", file=sys.stderr, flush=True)
+        return None, EXIT_INTERRUPTED
     if record["status"] == "failed":
         print(f"cifarbench: run failed: {record['error']}", file=sys.stderr)
     return str(path), 1 if record["status"] in ("failed", "diverged") else 0
@@ -221,6 +224,7 @@ def tensorboard_command(args) -> tuple[Optional[str], int]:
 
 def main(argv: list[str] | None = None) -> int:
     hold_requeue_signal()  # the `cifarbench` console script's first chance (python -m cifarbench holds it earlier)
+    UserInterrupt.watch()
     aliases = {"--print-config": ["--print_config"], "--lr-find": ["--lr_find.enabled", "true"]}
     argv = [b for a in (sys.argv[1:] if argv is None else argv) for b in aliases.get(a, [a])]
     parser = build_parser()
@@ -232,6 +236,12 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(explain_argument_error(str(err), config_parser("")))
     except CifarbenchError as err:
         return _fail(str(err))
+    except (KeyboardInterrupt, SystemExit) as err:  # Ctrl-C (inside Lightning it ends as SystemExit(1))
+        if isinstance(err, SystemExit) and not UserInterrupt.seen:
+            raise
+        print(f"cifarbench: interrupted{f': {err}' if isinstance(err, Interrupted) else ''}", file=sys.stderr,
+              flush=True)
+        return EXIT_INTERRUPTED
     if last_line is not None:
         print(last_line, flush=True)
     return code

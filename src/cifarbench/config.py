@@ -229,6 +229,9 @@ class OutputConfig:
     wandb: Literal["offline", "online", "disabled"] = "offline"  # W&B mode; online needs `wandb login` (offline runs upload later with `wandb sync`)
     wandb_project: Name = "cifarbench"  # W&B project
     wandb_entity: Optional[str] = None  # W&B team or user; None: the login's default
+    # an unfinished run with this run id (interrupted, failed, killed) resumes from its newest checkpoint; false:
+    # it starts afresh (a run with a result is never trained again either way)
+    resume: bool = True
 
 
 @dataclass
@@ -255,7 +258,8 @@ class RunConfig:
 # Fields that say which repetition a run is, where it writes or what a device-hour costs, not what it trains:
 # left out of a configuration's identity (the report's rows, `compare`'s matching, the W&B group).
 NOT_CONFIGURATION = frozenset({"trainer.seed", "output.dir", "output.name", "output.run_id", "output.wandb",
-                               "output.wandb_project", "output.wandb_entity", "data.root", "measure.cost_per_gpu_hour"})
+                               "output.wandb_project", "output.wandb_entity", "output.resume", "data.root",
+                               "measure.cost_per_gpu_hour"})
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

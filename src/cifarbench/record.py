@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import signal
+import socket
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,11 +23,13 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 2  # 2: named time-to-target clocks, curve seconds per clock, fetch/harness data wait
 RECORD_NAME = "record.json"
-# A run is "running" until it ends as completed, not-reached, diverged or failed, or is "requeued" by
-# Slurm after a preemption checkpoint (its next attempt goes on with the same record). The first three
-# are results (a sweep never runs them again); a failed run is run again.
+# A run is "running" until it ends as completed, not-reached, diverged, failed or interrupted (Ctrl-C), or is
+# "requeued" by Slurm after a preemption checkpoint (its next attempt goes on with the same record). The first
+# three are results (a sweep never runs them again); a failed or interrupted run is run again, from its newest
+# checkpoint. A local run still "running" whose process is gone is shown as "abandoned" (shown_status).
 RESULT_STATUSES = ("completed", "not-reached", "diverged")
 UNFINISHED_STATUSES = ("running", "requeued")
+STOPPED_STATUSES = ("failed", "interrupted", "abandoned")  # shown apart in reports, never counted as a time
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
@@ -85,10 +88,11 @@ def read_record(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
-def mark_abandoned(run_dir: Path, how: str, **parts: Any) -> bool:
-    """Marks failed, with ``how`` as its error (and ``parts``, e.g. the failed rank), a record that still says
-    running or requeued although nothing runs it any more (its process was killed, its Slurm job ended, the node
-    of rank 0 was lost): no record claims a run that no longer exists. Returns whether it did."""
+def mark_abandoned(run_dir: Path, how: str, status: str = "failed", **parts: Any) -> bool:
+    """Marks ``status`` (failed, or interrupted), with ``how`` as its error (and ``parts``, e.g. the failed rank),
+    a record that still says running or requeued although nothing runs it any more (its process was killed, its
+    Slurm job ended, the node of rank 0 was lost): no record claims a run that no longer exists. Returns whether
+    it did."""
     try:
         record = read_record(run_dir / RECORD_NAME)
     except (OSError, ValueError):
@@ -98,9 +102,33 @@ def mark_abandoned(run_dir: Path, how: str, **parts: Any) -> bool:
     ended = now()
     attempts = record.get("attempts") or []
     if attempts and attempts[-1].get("outcome") in UNFINISHED_STATUSES:
-        attempts[-1] |= {"ended_at": ended, "outcome": "failed", "error": how}
-    write_record(run_dir, record | {"status": "failed", "finished_at": ended, "error": how, **parts})
+        attempts[-1] |= {"ended_at": ended, "outcome": status, "error": how}
+    write_record(run_dir, record | {"status": status, "finished_at": ended, "error": how, **parts})
     return True
+
+
+def this_process() -> dict[str, Any]:
+    """Where the running record's process is: host, pid and the pid's start time (a reused pid is another
+    process), so that a record left "running" by a process that no longer exists can be told apart."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": process_start(os.getpid())}
+
+
+def process_start(pid: int) -> Optional[str]:
+    """The process's start time in clock ticks since boot (/proc/<pid>/stat, field 22); None where it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def shown_status(record: dict[str, Any]) -> Optional[str]:
+    """The record's status as it stands now: "abandoned" for a run still "running" on this host whose process no
+    longer exists (killed outright: SIGKILL, the OOM killer); other hosts' runs are taken at their word."""
+    process = record.get("process") or {}
+    if (record.get("status") == "running" and process.get("host") == socket.gethostname()
+            and process_start(process.get("pid", -1)) != process.get("started")):
+        return "abandoned"
+    return record.get("status")
 
 
 def exit_description(returncode: int) -> str:

@@ -25,7 +25,8 @@ import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-from ..record import RECORD_NAME, RESULT_STATUSES, atomic_write_text, new_record, now, read_record, write_record
+from ..record import (RECORD_NAME, RESULT_STATUSES, atomic_write_text, new_record, now, read_record, this_process,
+                      write_record)
 
 if TYPE_CHECKING:
     from ..config import RunConfig
@@ -149,13 +150,13 @@ def launched_by_rank_zero() -> bool:
     return rank_zero_only.rank != 0 and not SLURMEnvironment.detect()
 
 
-def resolve_resume(run_dir: Path, run_id: str) -> tuple[Optional[Path], bool]:
-    """The checkpoint to resume from, decided once by the launching process and inherited by the DDP workers
-    it starts (which see the record it has already rewritten)."""
+def resolve_resume(run_dir: Path, run_id: str, resume: bool = True) -> tuple[Optional[Path], bool]:
+    """The checkpoint to resume from (none without ``resume``: a fresh start), decided once by the launching
+    process and inherited by the DDP workers it starts (which see the record it has already rewritten)."""
     if launched_by_rank_zero() and RESUME_VARIABLE in os.environ:
         value = os.environ[RESUME_VARIABLE]
         return (Path(value[1:]), value[0] == "1") if value else (None, False)
-    checkpoint, lightning_finds_it = resume_checkpoint(run_dir, run_id)
+    checkpoint, lightning_finds_it = resume_checkpoint(run_dir, run_id) if resume else (None, False)
     os.environ[RESUME_VARIABLE] = f"{int(lightning_finds_it)}{checkpoint}" if checkpoint else ""
     return checkpoint, lightning_finds_it
 
@@ -201,7 +202,7 @@ class Attempt:
 
 def begin_attempt(cfg: "RunConfig", run_id: str, run_dir: Path) -> Attempt:
     """Decides what this attempt resumes, and (rank 0) writes the run's config and its record as running."""
-    resumed_from, lightning_finds_it = resolve_resume(run_dir, run_id)
+    resumed_from, lightning_finds_it = resolve_resume(run_dir, run_id, cfg.output.resume)
     is_zero = rank_zero_only.rank == 0
     first_started, attempts = earlier_attempts(run_dir, run_id, resumed_from is not None) if is_zero else (None, [])
     attempts.append(new_attempt(now(), resumed_from))
@@ -210,7 +211,7 @@ def begin_attempt(cfg: "RunConfig", run_id: str, run_dir: Path) -> Attempt:
         for stale in run_dir.glob("error-rank*.log"):  # an earlier attempt's
             stale.unlink()
         atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
-        write_record(run_dir, attempt.record(cfg, "running"))
+        write_record(run_dir, attempt.record(cfg, "running", process=this_process()))
     return attempt
 
 

@@ -8,6 +8,7 @@ where it stopped; failed and unfinished runs are run again.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .matrix import Matrix, MatrixRun, validate_runs
-from ..record import RECORD_NAME, RESULT_STATUSES, atomic_write_text, exit_description, mark_abandoned, read_record
+from ..record import (RECORD_NAME, RESULT_STATUSES, atomic_write_text, exit_description, mark_abandoned, read_record,
+                      shown_status)
+from .signals import Interrupted
 
 
 def run_record(results_dir: Path, run_id: str) -> Optional[dict]:
@@ -30,7 +33,8 @@ def run_record(results_dir: Path, run_id: str) -> Optional[dict]:
 
 
 def record_status(results_dir: Path, run_id: str) -> Optional[str]:
-    return (run_record(results_dir, run_id) or {}).get("status")
+    record = run_record(results_dir, run_id)
+    return shown_status(record) if record else None
 
 
 def status_line(results_dir: Path, run_id: str) -> str:
@@ -40,7 +44,7 @@ def status_line(results_dir: Path, run_id: str) -> str:
     if record is None:
         return "-"
     if record["status"] != "failed" or record.get("failed_rank") is None:
-        return str(record["status"])
+        return str(shown_status(record))
     node = f" on {record['failed_node']}" if record.get("failed_node") else ""
     return f"failed: rank {record['failed_rank']}{node}"
 
@@ -60,6 +64,33 @@ def expansion_table(matrix: Matrix) -> Table:
         overrides = ", ".join(f"{k}={v}" for k, v in run.overrides.items())
         table.add_row(run.run_id, overrides, f"[red]{run.error}[/]" if run.error else "ok")
     return table
+
+
+INTERRUPT_GRACE_SECONDS = 120  # for the run in flight to write its record after Ctrl-C
+
+
+def run_one(config: Path, log: Path, run_dir: Path) -> int:
+    """``cifarbench fit -c config`` in a process of its own, output to ``log``; its exit status.
+
+    On Ctrl-C (which a terminal sends to the run's process too; here it is passed on in case it was not) the run
+    records itself as interrupted and exits; the sweep then stops with one line saying so."""
+    with log.open("w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "cifarbench", "fit", "-c", str(config)], stdout=out,
+                                   stderr=subprocess.STDOUT)
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=INTERRUPT_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            mark_abandoned(run_dir, f"interrupted (Ctrl-C); the run's process {exit_description(process.returncode)} "
+                                    "before it finished its record", status="interrupted")
+            status = (run_record(run_dir.parent, run_dir.name) or {}).get("status")
+            raise Interrupted(f"{run_dir.name} ended as {status} (record: {run_dir / 'record.json'}); "
+                              "`cifarbench run` again resumes the sweep") from None
 
 
 def run_matrix(matrix: Matrix, results_dir: Path, console: Optional[Console] = None) -> dict[str, Optional[str]]:
@@ -83,10 +114,8 @@ def run_matrix(matrix: Matrix, results_dir: Path, console: Optional[Console] = N
                 config = write_run_config(results_dir, run)
                 log = results_dir / "logs" / f"{run.run_id}.log"
                 log.parent.mkdir(parents=True, exist_ok=True)
-                with log.open("w") as out:
-                    done = subprocess.run([sys.executable, "-m", "cifarbench", "fit", "-c", str(config)], stdout=out,
-                                          stderr=subprocess.STDOUT, check=False)
-                ended = exit_description(done.returncode)
+                returncode = run_one(config, log, results_dir / run.run_id)
+                ended = exit_description(returncode)
                 mark_abandoned(results_dir / run.run_id, f"the run's process {ended} before it finished its record; see {log}")
                 status = record_status(results_dir, run.run_id)
                 console.print(f"{run.run_id}: {status or 'no record (see ' + str(log) + ')'}")

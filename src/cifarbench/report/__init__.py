@@ -10,13 +10,15 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import pandas as pd
+from matplotlib.figure import Figure
 from rich.console import Console
 
 from ..errors import CifarbenchError, ConfigError
 from ..record import atomic_write_text, writable
 from . import plots
 from .aggregate import summarise
-from .collect import collect
+from .collect import Collected, collect
 from .html import embed, render_html
 from .tables import rich_table, write_tables
 from .wandb_report import push_report, wandb_mode
@@ -32,6 +34,13 @@ FIGURES = [  # id, caption
                "that no other beats on both."),
     ("data-wait", "Share of each training step spent waiting for its batch (after warm-up), per data path."),
 ]
+
+
+def report_figures(collected: Collected, summary: pd.DataFrame) -> list[Figure]:
+    """The report's figures, in the order of :data:`FIGURES`."""
+    runs = collected.runs
+    return [plots.throughput_scaling(summary), plots.time_to_target(runs, summary),
+            plots.accuracy_vs_time(runs, collected.curves), plots.pareto(summary), plots.data_wait(runs)]
 
 
 def build_report(paths: list[str], out_dir: Optional[Path] = None, baseline: Optional[str] = None,
@@ -56,9 +65,7 @@ def build_report(paths: list[str], out_dir: Optional[Path] = None, baseline: Opt
     console.print(rich_table(summary, f"cifarbench report: {title}"))
     write_tables(summary, collected.runs, out_dir)
     runs = collected.runs
-    figures = [plots.throughput_scaling(summary), plots.time_to_target(runs, summary),
-               plots.accuracy_vs_time(runs, collected.curves), plots.pareto(summary), plots.data_wait(runs)]
-    embedded = [embed(fig, id, caption) for fig, (id, caption) in zip(figures, FIGURES)]
+    embedded = [embed(fig, id, caption) for fig, (id, caption) in zip(report_figures(collected, summary), FIGURES)]
     html = out_dir / "report.html"
     atomic_write_text(html, render_html(collected, summary, embedded, title, [str(p) for p in paths], baseline))
     mode = wandb_mode(runs, wandb)

@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
-from ..record import RESULT_STATUSES, UNFINISHED_STATUSES
+from ..record import RESULT_STATUSES, STOPPED_STATUSES, UNFINISHED_STATUSES
 
 TRAINED_TO_THE_END = ("completed", "not-reached")  # the results that trained all their epochs
 TRIMMED_MEAN_MIN_RUNS = 5
-STATUS_ORDER = [*RESULT_STATUSES, "failed", *UNFINISHED_STATUSES]
+STATUS_ORDER = [*RESULT_STATUSES, *STOPPED_STATUSES, *UNFINISHED_STATUSES]
 
 
 def spread(values: Iterable[Optional[float]]) -> dict[str, Any]:

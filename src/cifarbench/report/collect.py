@@ -15,7 +15,7 @@ from typing import Any, Iterable, Optional
 import pandas as pd
 
 from ..config import configuration_identity, flatten
-from ..record import RECORD_NAME, SCHEMA_VERSION
+from ..record import RECORD_NAME, SCHEMA_VERSION, shown_status
 
 GPU_COUNT = frozenset({"trainer.devices", "trainer.num_nodes"})  # what a scaling curve varies
 # What besides the configuration decides a run's speed: where records differ in one of these, a configuration's
@@ -84,7 +84,7 @@ def run_row(record: dict[str, Any], path: Path) -> dict[str, Any]:
     images = tp.get("images_per_sec")
     return {
         "key": str(path.parent), "run_id": record.get("run_id"), "name": cfg.get("output.name"),
-        "status": record.get("status"),
+        "status": shown_status(record),
         "error": record.get("error"), "schema_version": record.get("schema_version"),
         "seed": cfg.get("trainer.seed"), "gpus": gpus, "data_path": cfg.get("data.path"),
         # what the accuracy is measured on: runs of different protocols are never ranked against each other

@@ -13,7 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .. import __version__
-from ..record import now
+from ..record import STOPPED_STATUSES, now
 from .aggregate import TRIMMED_MEAN_MIN_RUNS
 from .collect import Collected
 from .tables import TEXT_COLUMNS, display_table
@@ -32,7 +32,7 @@ class EmbeddedFigure:
 def embed(fig: Figure, id: str, caption: str) -> EmbeddedFigure:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
-    title = fig.axes[0].get_title() if fig.axes else id
+    title = fig.get_suptitle() or id
     plt.close(fig)
     return EmbeddedFigure(id, title, caption, "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode())
 
@@ -65,7 +65,7 @@ def environments(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def problems(runs: pd.DataFrame) -> list[dict[str, Any]]:
-    bad = runs[runs["status"].isin(["failed", "diverged"])]
+    bad = runs[runs["status"].isin(["diverged", *STOPPED_STATUSES])]
     return [{"run_id": r["run_id"], "status": r["status"], "error": r["error"] or "",
              "step": "" if pd.isna(r["diverged_at_step"]) else int(r["diverged_at_step"]), "path": r["path"]}
             for _, r in bad.iterrows()]

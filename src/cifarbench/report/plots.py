@@ -16,10 +16,27 @@ from .aggregate import TRAINED_TO_THE_END, missing  # noqa: E402
 
 
 def styled_figure(title: str, width: float = 7.5, height: float = 4.2) -> tuple[Figure, Any]:
+    """A figure in the report's style; its title over the whole figure (not the axes, which a legend or long tick
+    labels narrow), wrapped to the figure's width: a long one is never cut off."""
     fig, ax = plt.subplots(figsize=(width, height), layout="constrained")
-    ax.set_title(title)
+    fig.suptitle(textwrap.fill(title, width=int(width * TITLE_CHARS_PER_INCH)))
     ax.grid(alpha=0.3)
     return fig, ax
+
+
+TITLE_CHARS_PER_INCH = 10  # at the title's 12 pt
+LABEL_CHARS = 40  # a legend entry or axis label wider than this wraps onto further lines
+
+
+def outside_legend(ax, fontsize: int = 7) -> None:
+    """The legend right of the axes, its entries wrapped, and the figure tall enough to hold it: constrained layout
+    makes room beside the axes, not above or below the figure's edges."""
+    handles, labels = ax.get_legend_handles_labels()
+    wrapped = [textwrap.fill(label, width=LABEL_CHARS) for label in labels]
+    lines = sum(label.count("\n") + 1 for label in wrapped)
+    fig = ax.figure
+    fig.set_figheight(max(fig.get_figheight(), 0.03 * fontsize * lines + 1.5))
+    ax.legend(handles, wrapped, fontsize=fontsize, loc="center left", bbox_to_anchor=(1.01, 0.5))
 
 
 def _empty(ax, text: str) -> None:
@@ -57,7 +74,7 @@ def throughput_scaling(summary: pd.DataFrame) -> Figure:
         plotted = True
     if plotted:
         ax.set_xticks(sorted(summary["gpus"].unique()))
-        ax.legend(fontsize=8)
+        outside_legend(ax, fontsize=8)
     else:
         _empty(ax, "no run has a steady-state throughput")
     ax.set_xlabel("GPUs (devices x nodes)")
@@ -86,7 +103,7 @@ def time_to_target(runs: pd.DataFrame, summary: pd.DataFrame) -> Figure:
                         fontsize=8, color="C3")
     ax.set_yticks(range(len(summary)), [_name(r) for _, r in summary.iterrows()])
     ax.set_xlim(0, right * 1.05)
-    ax.set_xlabel("seconds to target accuracy (mlperf clock: data setup and validation included)")
+    ax.set_xlabel("seconds to target accuracy\n(mlperf clock: data setup and validation included)")
     return fig
 
 
@@ -108,18 +125,18 @@ def accuracy_vs_time(runs: pd.DataFrame, curves: dict[str, list[dict[str, Any]]]
     for target in runs["target"].dropna().unique():
         ax.axhline(target, linestyle=":", color="grey")
     if seen:
-        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        outside_legend(ax)
     else:
         _empty(ax, "no run has a validation curve")
-    ax.set_xlabel("seconds on the mlperf clock (from data setup, everything included)")
+    ax.set_xlabel("seconds on the mlperf clock\n(from data setup, everything included)")
     ax.set_ylabel("validation accuracy")
     return fig
 
 
 def pareto(summary: pd.DataFrame) -> Figure:
-    """Median time to target against best accuracy per configuration; per protocol (the accuracy is on other
-    images in each), a frontier joins the configurations no other of that protocol beats on both (faster and at
-    least as accurate)."""
+    """Median time to target against best accuracy per configuration (numbered; the legend names them); per
+    protocol (the accuracy is on other images in each), a frontier joins the configurations no other of that
+    protocol beats on both (faster and at least as accurate)."""
     points = summary.dropna(subset=["ttt_median", "best_val_acc"]).sort_values(["ttt_median", "best_val_acc"],
                                                                                  ascending=[True, False])
     left_out = len(summary) - len(points)
@@ -134,11 +151,12 @@ def pareto(summary: pd.DataFrame) -> Figure:
         ax.scatter(mine["ttt_median"], mine["best_val_acc"], color=f"C{2 * i}", zorder=3, label=f"{protocol} protocol")
         ax.step([r["ttt_median"] for r in frontier], [r["best_val_acc"] for r in frontier], where="post",
                 color=f"C{2 * i + 1}", label=f"Pareto frontier ({protocol})")
-        for _, row in mine.iterrows():
-            ax.annotate(_name(row), (row["ttt_median"], row["best_val_acc"]), textcoords="offset points",
-                        xytext=(4, 4), fontsize=7)
+    for number, (_, row) in enumerate(points.iterrows(), start=1):  # numbered here, named in the legend
+        ax.annotate(str(number), (row["ttt_median"], row["best_val_acc"]), textcoords="offset points",
+                    xytext=(4, 4), fontsize=8)
+        ax.plot([], [], linestyle="none", label=f"{number}: {row['label']} ({row['gpus']} GPU)")
     if len(points):
-        ax.legend(fontsize=8)
+        outside_legend(ax)
     else:
         _empty(ax, "no configuration reached the target")
     ax.set_xlabel("median seconds to target")

@@ -23,7 +23,8 @@ class Outcome:
     failed_rank: Optional[int] = None
     failed_node: Optional[str] = None
     accuracy: dict[str, Any] = field(default_factory=dict)
-    attempt: Optional[str] = None  # the attempt's outcome where it is not the run's status: requeued, preempted
+    attempt: Optional[str] = None  # the attempt's outcome where it says more than a status: requeued, preempted,
+    #                                interrupted
 
     @property
     def requeued(self) -> bool:
@@ -32,6 +33,8 @@ class Outcome:
     def status(self, measurements: Measurements) -> str:
         if self.requeued:
             return "requeued"
+        if self.attempt == "interrupted":
+            return "interrupted"
         return final_status(self.error, measurements.diverged, measurements.time_to_target.reached is not None)
 
 

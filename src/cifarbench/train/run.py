@@ -22,6 +22,7 @@ from ..callbacks.requeue_signal import ReleaseRequeueSignal
 from ..checks import check_config, slow_precision
 from ..cluster.requeue import (Attempt, begin_attempt, discard_hpc_checkpoints, finished_record, resolve_run_id,
                                sigterm_outcome)
+from ..cluster.signals import UserInterrupt
 from ..cluster.watchdog import RankWatchdog
 from ..config import RunConfig
 from ..data import DataEpoch, build_datamodule
@@ -114,8 +115,9 @@ def dead_rank_recorder(cfg: RunConfig, attempt: Attempt):
 
 def train(cfg: RunConfig, trainer: L.Trainer, module: CifarClassifier, datamodule, attempt: Attempt,
           measurements: Measurements, error_log: ErrorLog, loggers: list) -> Outcome:
-    """Fits, writes the final checkpoint, tests; a SIGTERM becomes a requeue, a preemption or an error, any other
-    exception the error of the rank that caused it."""
+    """Fits, writes the final checkpoint, tests; Ctrl-C ends the run as interrupted (its newest checkpoint kept: the
+    same run id resumes from it), a SIGTERM becomes a requeue, a preemption or an error, any other exception the
+    error of the rank that caused it."""
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=None if attempt.lightning_finds_it else attempt.resumed_from)
         discard_hpc_checkpoints(trainer, attempt.run_dir)
@@ -129,6 +131,11 @@ def train(cfg: RunConfig, trainer: L.Trainer, module: CifarClassifier, datamodul
         elif cfg.test:
             outcome.accuracy["test"] = trainer.test(module, datamodule=datamodule, verbose=False)[0]["test/acc"]
         return outcome
+    except (KeyboardInterrupt, SystemExit) as err:  # Ctrl-C: Lightning turns it into SystemExit(1), DDP workers killed
+        if isinstance(err, SystemExit) and not UserInterrupt.seen:
+            raise
+        return Outcome(error=f"interrupted at epoch {trainer.current_epoch + 1}, step {trainer.global_step}",
+                       attempt="interrupted")
     except SIGTERMException:  # Slurm requeued the job (after Lightning's SIGUSR1 checkpoint or not), cancelled it or timed out
         close_wandb_after_sigterm(loggers)  # SIGTERM reached W&B's service process too
         how, error = sigterm_outcome(attempt.run_dir, attempt.resumed_from)
