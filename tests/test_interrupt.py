@@ -79,7 +79,7 @@ def test_ctrl_c_ends_a_fit_as_interrupted_and_the_run_id_resumes_from_its_checkp
 
 def test_ctrl_c_stops_a_sweep_with_one_line_and_marks_the_run_in_flight(tmp_path):
     spec = yaml.safe_load((REPO / "bench/matrices/tiny-cpu.yaml").read_text())
-    spec |= {"base": str(REPO / "bench/configs/smoke.yaml"), "axes": {"trainer.seed": [1, 2]}}
+    spec |= {"name": "sweep", "base": str(REPO / "bench/configs/smoke.yaml"), "axes": {"trainer.seed": [1, 2]}}
     spec["config"]["trainer"] |= {"epochs": 40, "checkpoint": True, "strategy": "auto"}
     spec["config"]["output"] = {"wandb": "disabled"}
     matrix = tmp_path / "sweep.yaml"

@@ -12,6 +12,7 @@ from typing import Any, Callable
 from lightning.pytorch.strategies import DDPStrategy
 
 from ..record import exit_description
+from .signals import UserInterrupt
 
 try:  # private in Lightning (2.6 here and on the GPU machine): without them, DDP runs with Lightning's own observer
     from lightning.fabric.utilities.distributed import _set_num_threads_if_needed
@@ -22,7 +23,8 @@ except ImportError:  # pragma: no cover - another Lightning release
 
 class RankWatchdog:
     """Polls the DDP worker processes every ``interval`` s; when one exits with an error it calls
-    ``on_failure(rank, description)`` once and then SIGKILLs the workers and this process.
+    ``on_failure(rank, description)`` once and then SIGKILLs the workers and this process. After a Ctrl-C it
+    stands down: Lightning then ends the workers itself.
 
     It takes the place of Lightning's ``_ChildProcessObserver``, which ends the job the same way but within
     5 s and with no hook before its SIGKILL: whether rank 0 had written down which rank died was a race
@@ -40,7 +42,7 @@ class RankWatchdog:
     def _watch(self, procs: list[subprocess.Popen]) -> None:
         while True:
             codes = [proc.poll() for proc in procs]
-            if all(code == 0 for code in codes):
+            if all(code == 0 for code in codes) or UserInterrupt.seen:  # after Ctrl-C the workers end by design
                 return
             for rank, (proc, code) in enumerate(zip(procs, codes), start=1):  # Lightning launches ranks 1.. in order
                 if code:
