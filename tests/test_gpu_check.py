@@ -161,7 +161,8 @@ def test_a_step_that_times_out_keeps_its_partial_log(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "bench"))
     from cli_runs import attempt, cli_run
 
-    flags = ["-c", str(REPO / "bench/configs/smoke.yaml"), "--trainer.epochs", "50"]
-    row = attempt(lambda: cli_run("fit", flags, tmp_path, "slow", timeout=25))
-    assert row == {"error": "RuntimeError: timed out after 25 s; its output so far is in fit.log"}
+    flags = ["-c", str(REPO / "bench/configs/smoke.yaml"), "--trainer.epochs", "500", "--model.width", "8",
+             "--data.synthetic_train_size", "2000", "--trainer.checkpoint", "false"]  # epochs of a second or so
+    row = attempt(lambda: cli_run("fit", flags, tmp_path, "slow", timeout=30))
+    assert row == {"error": "RuntimeError: timed out after 30 s; its output so far is in fit.log"}
     assert "epoch" in (tmp_path / "slow/fit.log").read_text()  # it had trained and said so before it was stopped

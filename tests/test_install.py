@@ -9,7 +9,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-from importlib.metadata import version
+from importlib.metadata import version as installed_version
 from pathlib import Path
 
 import pandas as pd
@@ -89,7 +89,7 @@ def test_pip_install_into_an_environment_with_its_own_torch_keeps_it_and_runs_th
     summary = pd.read_csv(out / "report/summary.csv")
     smoke = sorted(summary.loc[summary["gpus"] == 1, "label"])
     assert len(smoke) == 2 and sorted(f"torch={OTHER_TORCH}" in label for label in smoke) == [False, True], smoke
-    assert any(f"torch={version('torch')}" in label for label in smoke), smoke  # as the record names it
+    assert any(f"torch={installed_version('torch')}" in label for label in smoke), smoke  # as the record names it
 
 
 @pytest.mark.slow
