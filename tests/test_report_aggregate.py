@@ -69,11 +69,13 @@ def test_a_run_that_did_not_reach_the_target_is_counted_never_averaged(tmp_path)
     assert shown.loc["path=albumentations", "Time to target (mlperf clock), median [IQR]"] == "not reached"
 
 
-def test_failed_runs_count_in_status_but_not_in_speed(tmp_path):
+def test_failed_and_interrupted_runs_count_in_status_but_not_in_speed_or_time(tmp_path):
     record(tmp_path, "ok", images_per_sec=1000)
     record(tmp_path, "broken", seed=2, status="failed", images_per_sec=10, ttt=None)
+    record(tmp_path, "stopped", seed=3, status="interrupted", images_per_sec=10, ttt=1.0)  # reached, then Ctrl-C
     row = summarise(collect([tmp_path]).runs).iloc[0]
-    assert row["images_per_sec"] == 1000 and row["status"] == "1 completed, 1 failed"
+    assert row["images_per_sec"] == 1000 and row["status"] == "1 completed, 1 failed, 1 interrupted"
+    assert (row["reached"], row["ttt_median"]) == (1, 10.0)
 
 
 def test_corrupt_files_other_schemas_and_other_machines_warn_and_go_on(tmp_path):

@@ -5,7 +5,8 @@ the spread its interquartile range; with 5 or more runs the MLPerf-style trimmed
 and the slowest, average the rest) is given as well. Time-to-target uses only the runs that reached the
 target: a run that did not reach it is counted as such ("reached 2/3"), never averaged in as a number.
 Speed and accuracy use the runs that trained to the end (completed or not-reached); failed and diverged
-runs are listed apart with their errors.
+runs are listed apart with their errors. A run stopped before its end (failed, interrupted, abandoned) is never
+counted as a time, even if it had reached the target.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def summarise(runs: pd.DataFrame, baseline: Optional[str] = None) -> pd.DataFram
 
 def _group_row(group: pd.DataFrame) -> dict[str, Any]:
     trained = group[group["status"].isin(TRAINED_TO_THE_END)]
-    reached = group[group["reached"] & group["time_to_target"].notna()]
+    reached = group[group["reached"] & group["time_to_target"].notna() & ~group["status"].isin(STOPPED_STATUSES)]
     ttt, ips = spread(reached["time_to_target"]), spread(trained["images_per_sec"])
     first = group.iloc[0]
     counts = group["status"].value_counts()

@@ -19,7 +19,7 @@ from scipy import stats
 
 from ..errors import CifarbenchError, ConfigError
 from ..figures import save_png
-from ..record import atomic_write_text, writable
+from ..record import STOPPED_STATUSES, atomic_write_text, writable
 from .aggregate import TRAINED_TO_THE_END
 from .collect import collect, label_configurations
 from .plots import styled_figure
@@ -43,8 +43,9 @@ def side_runs(paths: list[str], side: str) -> pd.DataFrame:
 
 def metric_values(runs: pd.DataFrame, metric: str) -> pd.Series:
     """The runs' values of ``metric`` that count: images/s of runs that trained to the end, times of runs that
-    reached the target (a run that did not is no time)."""
-    usable = runs["status"].isin(TRAINED_TO_THE_END) if metric == "images_per_sec" else runs["reached"]
+    reached the target (a run that did not, or was stopped before its end, is no time)."""
+    usable = (runs["status"].isin(TRAINED_TO_THE_END) if metric == "images_per_sec"
+              else runs["reached"] & ~runs["status"].isin(STOPPED_STATUSES))
     return runs.loc[usable, metric].dropna().astype(float)
 
 
