@@ -131,15 +131,16 @@ def train(cfg: RunConfig, trainer: L.Trainer, module: CifarClassifier, datamodul
         elif cfg.test:
             outcome.accuracy["test"] = trainer.test(module, datamodule=datamodule, verbose=False)[0]["test/acc"]
         return outcome
-    except (KeyboardInterrupt, SystemExit) as err:  # Ctrl-C: Lightning turns it into SystemExit(1), DDP workers killed
-        if isinstance(err, SystemExit) and not UserInterrupt.seen:
-            raise
-        return Outcome(error=f"interrupted at epoch {trainer.current_epoch + 1}, step {trainer.global_step}",
-                       attempt="interrupted")
     except SIGTERMException:  # Slurm requeued the job (after Lightning's SIGUSR1 checkpoint or not), cancelled it or timed out
         close_wandb_after_sigterm(loggers)  # SIGTERM reached W&B's service process too
         how, error = sigterm_outcome(attempt.run_dir, attempt.resumed_from)
         return Outcome(error=error, attempt=how)
+    # after SIGTERMException (a SystemExit too); Ctrl-C: Lightning turns it into SystemExit(1), DDP workers killed
+    except (KeyboardInterrupt, SystemExit) as err:
+        if isinstance(err, SystemExit) and not UserInterrupt.seen:
+            raise
+        return Outcome(error=f"interrupted at epoch {trainer.current_epoch + 1}, step {trainer.global_step}",
+                       attempt="interrupted")
     except Exception as err:  # the record says what failed; the CLI turns it into one line and exit 1
         error_log.write(trainer.global_rank, err)  # unless its on_exception already did (inside trainer.fit)
         failed = attribute_failure(attempt.run_dir, trainer.global_rank, trainer.world_size, err,
