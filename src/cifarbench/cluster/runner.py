@@ -88,8 +88,7 @@ def run_one(config: Path, log: Path, run_dir: Path) -> int:
                 process.wait()
             mark_abandoned(run_dir, f"interrupted (Ctrl-C); the run's process {exit_description(process.returncode)} "
                                     "before it finished its record", status="interrupted")
-            status = (run_record(run_dir.parent, run_dir.name) or {}).get("status")
-            raise Interrupted(f"{run_dir.name} ended as {status} (record: {run_dir / 'record.json'}); "
+            raise Interrupted(f"{run_dir.name} ended as {record_status(run_dir.parent, run_dir.name)} (record: {run_dir / 'record.json'}); "
                               "`cifarbench run` again resumes the sweep") from None
 
 
